@@ -1,0 +1,173 @@
+//! The command line: bad arguments fail with a clear message; sample -> eval round trip; denoise JSON.
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_equivariant"))
+}
+
+fn tiny_weights(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("tiny.safetensors");
+    let w = equivariant::weights::Weights::random(16, 2, 3);
+    std::fs::write(
+        &p,
+        w.to_bytes(equivariant::weights::Precision::F32).unwrap(),
+    )
+    .unwrap();
+    p
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = bin().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(
+        err.contains(needle),
+        "{args:?}: stderr `{err}` lacks `{needle}`"
+    );
+}
+
+#[test]
+fn bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = tiny_weights(dir.path());
+    let w = w.to_str().unwrap();
+    let out = dir.path().join("o.xyz");
+    let out = out.to_str().unwrap();
+    fails_with(
+        &["sample", "--weights", w, "--atoms", "0", "--out", out],
+        "invalid atom count 0",
+    );
+    fails_with(
+        &["sample", "--weights", w, "--atoms", "30", "--out", out],
+        "invalid atom count 30",
+    );
+    fails_with(
+        &["sample", "--weights", w, "--steps", "-5", "--out", out],
+        "-5",
+    );
+    fails_with(
+        &["sample", "--weights", w, "--steps", "0", "--out", out],
+        "invalid number of steps 0",
+    );
+    fails_with(
+        &["sample", "--weights", w, "--out", "x.pdb"],
+        "use a .xyz or .sdf file name",
+    );
+    fails_with(
+        &[
+            "sample",
+            "--weights",
+            "/nonexistent.safetensors",
+            "--out",
+            out,
+        ],
+        "cannot read weights",
+    );
+    fails_with(&["eval", "/nonexistent.xyz"], "cannot read");
+    assert!(
+        !std::path::Path::new(out).exists(),
+        "a failed run left an output file"
+    );
+}
+
+#[test]
+fn sample_writes_files_that_eval_and_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = tiny_weights(dir.path());
+    let xyz = dir.path().join("s.xyz");
+    let st = bin()
+        .args([
+            "sample",
+            "--n",
+            "3",
+            "--steps",
+            "5",
+            "--atoms",
+            "7",
+            "--seed",
+            "2",
+            "--weights",
+        ])
+        .arg(&w)
+        .arg("--out")
+        .arg(&xyz)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let text = std::fs::read_to_string(&xyz).unwrap();
+    let mols = equivariant::export::parse_xyz(&text).unwrap();
+    assert_eq!(mols.len(), 3);
+    assert!(mols.iter().all(|m| m.types.len() == 7));
+    let out = bin().args(["eval", "--json"]).arg(&xyz).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["molecules"], 3);
+    assert_eq!(v["atoms"], 21);
+    let sdf = dir.path().join("s.sdf");
+    let st = bin()
+        .args(["sample", "--n", "2", "--steps", "3", "--weights"])
+        .arg(&w)
+        .arg("--out")
+        .arg(&sdf)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let text = std::fs::read_to_string(&sdf).unwrap();
+    assert_eq!(text.matches("$$$$").count(), 2);
+    assert_eq!(text.matches("V2000").count(), 2);
+    assert_eq!(text.matches("M  END").count(), 2);
+}
+
+#[test]
+fn denoise_json_matches_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = tiny_weights(dir.path());
+    let z: Vec<Vec<f32>> = (0..4)
+        .map(|i| {
+            let f = i as f32;
+            vec![
+                f * 0.7 - 1.0,
+                (f * 1.3).sin(),
+                0.2 * f,
+                0.25,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.1,
+            ]
+        })
+        .collect();
+    let input = dir.path().join("in.json");
+    std::fs::write(
+        &input,
+        serde_json::json!({"molecules": [{"t": 0.4, "z": z}]}).to_string(),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["denoise", "--weights"])
+        .arg(&w)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let eps = v["molecules"][0]["eps"].as_array().unwrap();
+    assert_eq!(eps.len(), 4);
+    assert_eq!(eps[0].as_array().unwrap().len(), 9);
+    std::fs::write(&input, r#"{"molecules": [{"t": 0.4, "z": [[1, 2, 3]]}]}"#).unwrap();
+    let out = bin()
+        .args(["denoise", "--weights"])
+        .arg(&w)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a row of z has 9 numbers"));
+}

@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, clippy::needless_range_loop)]
+
+use equivariant::rng;
+
+/// Deterministic standard normals.
+pub fn normals(seed: u64, count: usize) -> Vec<f32> {
+    (0..count.div_ceil(9))
+        .flat_map(|k| rng::atom_normals(seed, 12345, 0, k as u32))
+        .take(count)
+        .collect()
+}
+
+/// A random orthogonal 3×3 matrix (Gram–Schmidt of normals); `reflect` flips its determinant to −1.
+pub fn random_orthogonal(seed: u64, reflect: bool) -> [[f32; 3]; 3] {
+    let v = normals(seed, 9);
+    let mut rows = [[v[0], v[1], v[2]], [v[3], v[4], v[5]], [v[6], v[7], v[8]]];
+    for i in 0..3 {
+        for j in 0..i {
+            let d: f32 = (0..3).map(|k| rows[i][k] * rows[j][k]).sum();
+            for k in 0..3 {
+                rows[i][k] -= d * rows[j][k];
+            }
+        }
+        let norm = (0..3).map(|k| rows[i][k] * rows[i][k]).sum::<f32>().sqrt();
+        for k in 0..3 {
+            rows[i][k] /= norm;
+        }
+    }
+    let det = rows[0][0] * (rows[1][1] * rows[2][2] - rows[1][2] * rows[2][1])
+        - rows[0][1] * (rows[1][0] * rows[2][2] - rows[1][2] * rows[2][0])
+        + rows[0][2] * (rows[1][0] * rows[2][1] - rows[1][1] * rows[2][0]);
+    if (det < 0.0) != reflect {
+        for k in 0..3 {
+            rows[2][k] = -rows[2][k];
+        }
+    }
+    rows
+}
+
+pub fn rotate(r: &[[f32; 3]; 3], v: &[f32]) -> [f32; 3] {
+    [
+        r[0][0] * v[0] + r[0][1] * v[1] + r[0][2] * v[2],
+        r[1][0] * v[0] + r[1][1] * v[1] + r[1][2] * v[2],
+        r[2][0] * v[0] + r[2][1] * v[1] + r[2][2] * v[2],
+    ]
+}
+
+/// A permutation of 0..n from the seed.
+pub fn permutation(seed: u64, n: usize) -> Vec<usize> {
+    let keys = normals(seed, n);
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
+    idx
+}
+
+/// `|a − b| <= atol + rtol·|b|` for every element, with the first failing index in the message.
+pub fn assert_close(a: &[f32], b: &[f32], atol: f32, rtol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= atol + rtol * y.abs(),
+            "{what}: index {i}: {x} vs {y} (|diff| {} > {} + {}·|b|)",
+            (x - y).abs(),
+            atol,
+            rtol
+        );
+    }
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,148 @@
+//! The sampler: determinism, equivariance of whole chains, bad input.
+mod common;
+
+use common::*;
+use equivariant::egnn::Egnn;
+use equivariant::sampler::{AtomCounts, Sampler, SamplerConfig, Transform};
+use equivariant::weights::Weights;
+use equivariant::Error;
+
+fn model() -> Egnn {
+    let mut w = Weights::random(32, 2, 5);
+    for (name, t) in w.tensors.iter_mut() {
+        if name.ends_with("coord_mlp.4.weight") {
+            t.data.iter_mut().for_each(|v| *v *= 100.0);
+        }
+    }
+    Egnn::new(&w).unwrap()
+}
+
+fn config(molecules: usize, atoms: AtomCounts, steps: usize, seed: u64) -> SamplerConfig {
+    SamplerConfig {
+        molecules,
+        atoms,
+        steps,
+        seed,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn same_seed_same_molecules_other_seed_others() {
+    let run = |seed| {
+        Sampler::new(model(), config(3, AtomCounts::Histogram, 20, seed))
+            .unwrap()
+            .run()
+            .unwrap()
+    };
+    let (a, b, c) = (run(4), run(4), run(5));
+    assert_eq!(a, b);
+    assert_ne!(a[0].positions, c[0].positions);
+    assert!(a
+        .iter()
+        .all(|m| !m.failed && m.positions.iter().all(|v| v.is_finite())));
+    assert!(a.iter().all(|m| m.types.len() >= 3 && m.types.len() <= 29));
+}
+
+#[test]
+fn frames_count_down_and_end_with_the_molecules() {
+    let mut s = Sampler::new(
+        model(),
+        config(2, AtomCounts::PerMolecule(vec![4, 9]), 10, 1),
+    )
+    .unwrap();
+    assert_eq!(s.total_steps(), 11);
+    assert_eq!(s.frame().t, 1000);
+    assert_eq!(s.frame().molecules[1].positions.len(), 27);
+    let mut ts = vec![];
+    while !s.is_finished() {
+        let f = s.step().unwrap();
+        ts.push(f.t);
+    }
+    assert_eq!(ts, vec![900, 800, 700, 600, 500, 400, 300, 200, 100, 0, 0]);
+    assert!(s.frame().finished);
+    assert!(matches!(s.step(), Err(Error::Finished)));
+    let mols = s.molecules().unwrap();
+    assert_eq!(mols[0].types.len(), 4);
+    assert_eq!(s.frame().molecules[1].positions, mols[1].positions);
+}
+
+#[test]
+fn sampling_is_equivariant_for_every_frame() {
+    // right chain = g · left chain, g = reflection-rotation, translation and permutation, over 50 steps
+    let n = 11;
+    let r = random_orthogonal(21, true);
+    let perm = permutation(8, n);
+    let shift = [1.0f32, -2.0, 0.5];
+    let transform = Transform {
+        rotation: r,
+        translation: shift,
+        permutations: vec![perm.clone()],
+    };
+    let mut left = Sampler::new(model(), config(1, AtomCounts::Fixed(n), 50, 9)).unwrap();
+    let mut cfg = config(1, AtomCounts::Fixed(n), 50, 9);
+    cfg.transform = Some(transform);
+    let mut right = Sampler::new(model(), cfg).unwrap();
+    let mut worst = 0.0f32;
+    for step in 0..=50 {
+        let (fl, fr) = (left.frame(), right.frame());
+        let (pl, pr) = (&fl.molecules[0].positions, &fr.molecules[0].positions);
+        let mut want = vec![0.0f32; n * 3];
+        for i in 0..n {
+            let x = rotate(&r, &pl[perm[i] * 3..perm[i] * 3 + 3]);
+            for c in 0..3 {
+                want[i * 3 + c] = x[c] + shift[c];
+            }
+        }
+        let d = max_abs_diff(pr, &want);
+        worst = worst.max(d);
+        assert!(d < 1e-3, "frame {step}: deviation {d} Å");
+        let tl: Vec<u8> = perm.iter().map(|&p| fl.molecules[0].types[p]).collect();
+        assert_eq!(
+            fr.molecules[0].types, tl,
+            "frame {step}: atom types must permute"
+        );
+        left.step().unwrap();
+        right.step().unwrap();
+    }
+    assert!(
+        worst > 0.0,
+        "the two chains are bitwise identical, the transform was not applied"
+    );
+}
+
+#[test]
+fn bad_configuration_is_rejected() {
+    let e = |c| Sampler::new(model(), c).err().unwrap().to_string();
+    assert!(e(config(1, AtomCounts::Fixed(0), 10, 1)).contains("invalid atom count 0"));
+    assert!(e(config(1, AtomCounts::Fixed(30), 10, 1)).contains("invalid atom count 30"));
+    assert!(e(config(1, AtomCounts::Fixed(5), 0, 1)).contains("invalid number of steps 0"));
+    assert!(e(config(1, AtomCounts::Fixed(5), 1001, 1)).contains("invalid number of steps 1001"));
+    assert!(
+        e(config(2, AtomCounts::PerMolecule(vec![3]), 10, 1)).contains("1 atom counts given for 2")
+    );
+    let mut c = config(1, AtomCounts::Fixed(3), 10, 1);
+    c.transform = Some(Transform {
+        rotation: [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]],
+        ..Default::default()
+    });
+    assert!(e(c).contains("not orthogonal"));
+    let mut c = config(1, AtomCounts::Fixed(3), 10, 1);
+    c.transform = Some(Transform {
+        permutations: vec![vec![0, 0, 1]],
+        ..Default::default()
+    });
+    assert!(e(c).contains("not a permutation"));
+}
+
+#[test]
+fn set_state_checks_its_input() {
+    let mut s = Sampler::new(model(), config(1, AtomCounts::Fixed(3), 10, 1)).unwrap();
+    assert!(s.set_state(0, vec![0.0; 26]).is_err());
+    assert!(s.set_state(0, vec![f32::NAN; 27]).is_err());
+    let mut z = vec![0.5f32; 27];
+    z[0] = 3.0;
+    s.set_state(0, z).unwrap();
+    let mean: f32 = (0..3).map(|i| s.state()[0][i * 9]).sum::<f32>() / 3.0;
+    assert!(mean.abs() < 1e-6, "state is re-centred");
+}

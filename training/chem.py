@@ -1,0 +1,77 @@
+"""EDM's chemistry rules (spec §4) in Python: bond order from distance, stability, RDKit molecule and SMILES.
+
+Used by prepare_data.py (training SMILES for novelty) and evaluate.py (validity, uniqueness, novelty). The Rust crate
+has its own implementation of the same rule (src/chemistry); evaluate.py cross-checks both on the same samples.
+"""
+import numpy as np
+
+ELEMENTS = ["H", "C", "N", "O", "F"]
+VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1}
+BONDS1 = {
+    "H": {"H": 74, "C": 109, "N": 101, "O": 96, "F": 92},
+    "C": {"H": 109, "C": 154, "N": 147, "O": 143, "F": 135},
+    "N": {"H": 101, "C": 147, "N": 145, "O": 140, "F": 136},
+    "O": {"H": 96, "C": 143, "N": 140, "O": 148, "F": 142},
+    "F": {"H": 92, "C": 135, "N": 136, "O": 142, "F": 142},
+}
+BONDS2 = {("C", "C"): 134, ("C", "N"): 129, ("C", "O"): 120, ("N", "N"): 125, ("N", "O"): 121, ("O", "O"): 121}
+BONDS3 = {("C", "C"): 120, ("C", "N"): 116, ("C", "O"): 113, ("N", "N"): 110}
+
+
+def _pair(table, a, b):
+    return table.get((a, b), table.get((b, a)))
+
+
+def bond_order(a, b, d):
+    """a, b element symbols, d distance in Angstrom -> 0..3 (spec §4.1, margins 10/5/3 pm, strict <)."""
+    D = 100.0 * d
+    if D < BONDS1[a][b] + 10:
+        b2 = _pair(BONDS2, a, b)
+        if b2 is not None and D < b2 + 5:
+            b3 = _pair(BONDS3, a, b)
+            return 3 if (b3 is not None and D < b3 + 3) else 2
+        return 1
+    return 0
+
+
+def bonds(pos, types):
+    """All (i, j, order>0) with i < j. pos [n,3] float32, types [n] ints 0..4."""
+    pos = np.asarray(pos, dtype=np.float32)
+    out = []
+    for i in range(len(types)):
+        for j in range(i + 1, len(types)):
+            d = float(np.linalg.norm(pos[i] - pos[j]))
+            o = bond_order(ELEMENTS[types[i]], ELEMENTS[types[j]], d)
+            if o:
+                out.append((i, j, o))
+    return out
+
+
+def stability(pos, types):
+    """(stable atoms, atoms, molecule stable) by spec §4.2."""
+    total = np.zeros(len(types), dtype=int)
+    for i, j, o in bonds(pos, types):
+        total[i] += o
+        total[j] += o
+    ok = [total[k] == VALENCE[ELEMENTS[t]] for k, t in enumerate(types)]
+    return int(sum(ok)), len(types), all(ok)
+
+
+def molecule_smiles(pos, types):
+    """Canonical SMILES of the largest fragment, or None when RDKit sanitisation fails (spec §4.3)."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.RWMol()
+    for t in types:
+        mol.AddAtom(Chem.Atom(ELEMENTS[int(t)]))
+    kinds = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+    for i, j, o in bonds(pos, [int(t) for t in types]):
+        mol.AddBond(i, j, kinds[o])
+    try:
+        Chem.SanitizeMol(mol)
+    except ValueError:
+        return None
+    frags = Chem.rdmolops.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
+    largest = max(frags, key=lambda m: m.GetNumAtoms())
+    return Chem.MolToSmiles(largest)

@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Train EDM's QM9 denoiser (spec §2.5) on the CPU or on CUDA, in wall-clock-budgeted chunks.
+
+    python training/train.py --minutes 150                       # resume from weights/ and train 150 min
+    python training/train.py --device cuda --minutes 8 --batch 256 --data qm9_compact.npz --out-dir $OUT
+
+Recipe (EDM's unless a flag says otherwise): ε-prediction, l2 loss normalised per molecule by 9·n, t uniform over
+{0..T} (at t = 0 only the x error trains, spec §2.5 step 6), AdamW, EDM's adaptive gradient clipping, EMA of the
+weights. Batches hold molecules of one atom count (no padding). bf16 autocast on CPU and CUDA (flag --no-bf16).
+
+Resuming: `--resume` names a safetensors file written by this script (or converted from the original EDM); its
+EMA weights seed both the trained model and the EMA (fresh optimizer), and its provenance counters continue.
+A full checkpoint (model, EMA, optimizer) is also kept in --ckpt for resuming within one machine's life.
+Weights are saved atomically every --save-minutes and at the end, and never when any tensor is non-finite.
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from edm import EnVariationalDiffusion, config_metadata, count_params, features, mean_free_noise  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+EVAL_LEVELS = [1, 10, 50, 100, 250, 500, 750, 1000]
+
+
+def log(msg, fh=None):
+    line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
+    print(line, flush=True)
+
+
+class Data:
+    def __init__(self, path, device):
+        d = np.load(path)
+        self.pos = torch.from_numpy(d["positions"]).to(device)
+        self.typ = torch.from_numpy(d["types"].astype(np.int64)).to(device)
+        self.offs = d["offsets"]
+        self.offs_t = torch.from_numpy(self.offs).to(device)
+        self.n = np.diff(self.offs)
+        self.split = {k: d[k] for k in ("train", "valid", "test")}
+        self.device = device
+
+    def batches(self, ids, batch, rng):
+        """Batches of equal atom count, shuffled."""
+        out = []
+        n = self.n[ids]
+        for size in np.unique(n):
+            group = ids[n == size]
+            group = group[rng.permutation(len(group))]
+            out += [group[i:i + batch] for i in range(0, len(group), batch)]
+        return [out[i] for i in rng.permutation(len(out))]
+
+    def gather(self, ids):
+        ids_t = torch.from_numpy(np.asarray(ids)).to(self.device)
+        n = int(self.n[ids[0]])
+        idx = self.offs_t[ids_t][:, None] + torch.arange(n, device=self.device)[None, :]
+        x = self.pos[idx]
+        x = x - x.mean(dim=1, keepdim=True)
+        return torch.cat([x, features(self.typ[idx])], dim=-1)  # [B,n,9]
+
+
+def diffusion_loss(model, xh, t_int, gamma, T, autocast):
+    """0.5·mean((ε − ε̂)²) per molecule (spec §2.5), averaged over the batch. Returns (loss, per-molecule x, h mse)."""
+    B, n, _ = xh.shape
+    g = gamma[t_int][:, None, None]
+    alpha, sigma = torch.sqrt(torch.sigmoid(-g)), torch.sqrt(torch.sigmoid(g))
+    eps = mean_free_noise(B, n, xh.device)
+    z = alpha * xh + sigma * eps
+    with autocast():
+        pred = model(z, t_int.float() / T)
+    err = (eps - pred.float()) ** 2
+    ex = err[..., :3].sum(dim=(1, 2))
+    eh = err[..., 3:].sum(dim=(1, 2)) * (t_int != 0).float()  # at t=0 EDM's h term has no network gradient
+    per_mol = 0.5 * (ex + eh) / (9 * n)
+    return per_mol.mean(), err[..., :3].mean(dim=(1, 2)), err[..., 3:].mean(dim=(1, 2))
+
+
+class GradClipper:
+    """EDM's adaptive clipping: max = 1.5·mean(Q) + 2·std(Q) over the last 50 (clipped) norms, Q starts at [3000]."""
+
+    def __init__(self):
+        self.q = [3000.0]
+
+    def __call__(self, params):
+        q = np.asarray(self.q)
+        max_norm = 1.5 * q.mean() + 2 * q.std()
+        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm, norm_type=2.0))
+        self.q = (self.q + [min(norm, max_norm)])[-50:]
+        return norm, max_norm
+
+
+def read_safetensors(path):
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    cfg = json.loads(meta["equivariant"]) if "equivariant" in meta else {}
+    return tensors, cfg
+
+
+def save_weights(path, ema, provenance):
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in ema.state_dict().items()}
+    bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
+    if bad:
+        log(f"NOT saving {path}: non-finite tensors {bad[:3]}")
+        return False
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    save_file(sd, tmp, metadata=config_metadata(ema.nf, ema.n_layers, ema.T, provenance))
+    os.replace(tmp, path)
+    return True
+
+
+def git_commit():
+    try:
+        return subprocess.check_output(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], text=True,
+                                       stderr=subprocess.DEVNULL).strip()
+    except Exception:
+        return "unknown"
+
+
+@torch.no_grad()
+def evaluate(model, data, ids, T, gamma, autocast, batch):
+    """ε-MSE (x part, h part) of the model at fixed noise levels on fixed validation molecules, fixed noise."""
+    torch.manual_seed(1234)
+    rng = np.random.default_rng(1234)
+    res = {}
+    batches = data.batches(ids, batch, rng)
+    for lvl in EVAL_LEVELS:
+        sx = sh = cnt = 0.0
+        for b in batches:
+            xh = data.gather(b)
+            t_int = torch.full((len(b),), lvl, device=xh.device, dtype=torch.long)
+            _, ex, eh = diffusion_loss(model, xh, t_int, gamma, T, autocast)
+            sx += float(ex.sum())
+            sh += float(eh.sum())
+            cnt += len(b)
+        res[lvl] = (sx / cnt, sh / cnt)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.path.join(HERE, "data", "qm9_compact.npz"))
+    ap.add_argument("--nf", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=9)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--warmup", type=int, default=200, help="linear warm-up steps (fresh optimizer)")
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
+    ap.add_argument("--resume", default=None, help="safetensors weights to start from ('none' = scratch)")
+    ap.add_argument("--out-dir", default=os.path.join(ROOT, "weights"))
+    ap.add_argument("--name", default=None, help="weights file name (default edm_qm9_<layers>x<nf>.safetensors)")
+    ap.add_argument("--ckpt", default=None, help="full checkpoint path (default training/runs/<name>.pt)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-minutes", type=float, default=10.0)
+    ap.add_argument("--eval-minutes", type=float, default=30.0)
+    ap.add_argument("--eval-molecules", type=int, default=512)
+    ap.add_argument("--log-every", type=int, default=100)
+    args = ap.parse_args()
+
+    dev = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available()) else
+                       ("cpu" if args.device == "auto" else args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    use_bf16 = not args.no_bf16
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    torch.manual_seed(args.seed + int(time.time()))
+    rng = np.random.default_rng(args.seed + int(time.time()))
+    name = args.name or f"edm_qm9_{args.layers}x{args.nf}.safetensors"
+    out_path = os.path.join(args.out_dir, name)
+    ckpt_path = args.ckpt or os.path.join(HERE, "runs", name.replace(".safetensors", ".pt"))
+    resume = args.resume if args.resume is not None else (out_path if os.path.exists(out_path) else "none")
+
+    model = EnVariationalDiffusion(args.nf, args.layers).to(dev)
+    ema = EnVariationalDiffusion(args.nf, args.layers).to(dev)
+    prov = {"molecules_seen": 0, "epochs": 0.0, "cpu_hours": 0.0, "gpu_minutes": 0.0, "steps": 0, "chunks": 0}
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-12)
+    fresh_opt = True
+    if os.path.exists(ckpt_path) and resume != "none":
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        if ck["provenance"]["molecules_seen"] >= read_safetensors(resume)[1].get("provenance", {}).get(
+                "molecules_seen", 0):
+            model.load_state_dict(ck["model"])
+            ema.load_state_dict(ck["ema"])
+            opt.load_state_dict(ck["opt"])
+            prov = ck["provenance"]
+            fresh_opt = False
+            log(f"resumed full checkpoint {ckpt_path}")
+    if fresh_opt and resume != "none":
+        tensors, cfg = read_safetensors(resume)
+        if cfg and (cfg.get("nf"), cfg.get("n_layers")) != (args.nf, args.layers):
+            sys.exit(f"{resume} is {cfg.get('n_layers')}x{cfg.get('nf')}, asked for {args.layers}x{args.nf}")
+        model.load_state_dict(tensors)
+        ema.load_state_dict(tensors)
+        prov.update({k: v for k, v in cfg.get("provenance", {}).items() if k in prov})
+        log(f"resumed EMA weights {resume} (fresh optimizer)")
+    elif fresh_opt:
+        ema.load_state_dict(model.state_dict())
+        log("training from scratch")
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    for g in opt.param_groups:
+        g["lr"] = args.lr
+
+    data = Data(args.data, dev)
+    train_ids = data.split["train"]
+    val_ids = data.split["valid"][: args.eval_molecules]
+    gamma = model.gamma.gamma.detach().to(dev)
+    T = model.T
+    params = [p for n, p in model.named_parameters() if not n.startswith("gamma.")]
+    ema_params = [p for n, p in ema.named_parameters() if not n.startswith("gamma.")]
+    clip = GradClipper()
+    threads = torch.get_num_threads()
+    log(f"device {dev} threads {threads} bf16 {use_bf16} model {args.layers}x{args.nf} "
+        f"({count_params(model):,} params) batch {args.batch} lr {args.lr} ema {args.ema} -> {out_path}")
+    log(f"provenance so far: {json.dumps(prov)}")
+
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    t_start = time.time()
+    deadline = t_start + args.minutes * 60
+    last_save = last_eval = t_start
+    seen0, step_in_run = prov["molecules_seen"], 0
+    acc_loss = acc_n = 0.0
+    t_log = time.time()
+    mol_log = 0
+    last_loss = float("nan")
+
+    def account():
+        hours = (time.time() - t_start) / 3600
+        p = dict(prov)
+        if dev.type == "cuda":
+            p["gpu_minutes"] = prov["gpu_minutes"] + hours * 60
+        else:
+            p["cpu_hours"] = prov["cpu_hours"] + hours * threads
+        p["molecules_seen"] = seen
+        p["epochs"] = round(seen / len(train_ids), 4)
+        p["steps"] = prov["steps"] + step_in_run
+        p["chunks"] = prov["chunks"] + 1
+        p["final_loss"] = last_loss
+        p["git_commit"] = git_commit()
+        p["recipe"] = (f"AdamW lr {args.lr}, batch {args.batch} grouped by atom count, EMA {args.ema}, "
+                       f"t uniform 0..{T}, bf16 {use_bf16}")
+        p["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return p
+
+    def checkpoint():
+        p = account()
+        if save_weights(out_path, ema, p):
+            os.makedirs(os.path.dirname(ckpt_path), exist_ok=True)
+            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                        "provenance": p, "args": vars(args)}, ckpt_path + ".tmp")
+            os.replace(ckpt_path + ".tmp", ckpt_path)
+            log(f"saved {out_path} ({p['epochs']:.3f} epochs, {p['molecules_seen']} molecules)")
+
+    seen = seen0
+    done = False
+    while not done:
+        for ids in data.batches(train_ids, args.batch, rng):
+            if time.time() > deadline or stop["flag"]:
+                done = True
+                break
+            xh = data.gather(ids)
+            t_int = torch.randint(0, T + 1, (len(ids),), device=dev)
+            loss, _, _ = diffusion_loss(model, xh, t_int, gamma, T, autocast)
+            if not torch.isfinite(loss):
+                log("non-finite loss, batch skipped")
+                opt.zero_grad(set_to_none=True)
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if fresh_opt and step_in_run < args.warmup:
+                for g in opt.param_groups:
+                    g["lr"] = args.lr * (step_in_run + 1) / args.warmup
+            gnorm, _ = clip(params)
+            opt.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, params, 1 - args.ema)
+            step_in_run += 1
+            seen += len(ids)
+            mol_log += len(ids)
+            acc_loss += float(loss) * len(ids)
+            acc_n += len(ids)
+            if step_in_run % args.log_every == 0:
+                now = time.time()
+                last_loss = acc_loss / acc_n
+                log(f"step {prov['steps'] + step_in_run} epoch {seen / len(train_ids):.3f} loss {last_loss:.5f} "
+                    f"gnorm {gnorm:.2f} {mol_log / (now - t_log):.1f} mol/s")
+                acc_loss = acc_n = 0.0
+                t_log, mol_log = now, 0
+            if time.time() - last_save > args.save_minutes * 60:
+                checkpoint()
+                last_save = time.time()
+            if time.time() - last_eval > args.eval_minutes * 60:
+                res = evaluate(ema, data, val_ids, T, gamma, autocast, args.batch)
+                log("eval (EMA, valid, eps-MSE x/h by t): " +
+                    " ".join(f"t{k}={v[0]:.4f}/{v[1]:.4f}" for k, v in res.items()))
+                last_eval = time.time()
+                t_log, mol_log = time.time(), 0
+    checkpoint()
+    res = evaluate(ema, data, val_ids, T, gamma, autocast, args.batch)
+    log("final eval (EMA, valid, eps-MSE x/h by t): " +
+        " ".join(f"t{k}={v[0]:.4f}/{v[1]:.4f}" for k, v in res.items()))
+    log(f"done: {seen - seen0} molecules in {(time.time() - t_start) / 60:.1f} min "
+        f"({(seen - seen0) / (time.time() - t_start):.1f} mol/s)")
+
+
+if __name__ == "__main__":
+    main()
