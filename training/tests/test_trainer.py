@@ -1,0 +1,142 @@
+"""Tests of the PyTorch side: model parity with the golden fixture, EDM's parameter layout, the schedule,
+that training reduces the loss, export/resume, and the QM9 CSV parser."""
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+import edm  # noqa: E402
+import train  # noqa: E402
+import prepare_data  # noqa: E402
+import chem  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+class ModelTests(unittest.TestCase):
+    def test_matches_golden_fixture(self):
+        tensors, cfg = train.read_safetensors(os.path.join(ROOT, "tests/fixtures/golden_tiny.safetensors"))
+        m = edm.EnVariationalDiffusion(cfg["nf"], cfg["n_layers"])
+        m.load_state_dict(tensors)
+        m = m.double()
+        g = json.load(open(os.path.join(ROOT, "tests/fixtures/golden_tiny.json")))
+        for mol in g["molecules"]:
+            z = torch.tensor([mol["z"]], dtype=torch.float64)
+            with torch.no_grad():
+                eps = m(z, torch.tensor([mol["t"]], dtype=torch.float64))[0]
+            np.testing.assert_allclose(eps.numpy(), np.array(mol["eps"]), atol=1e-9, rtol=1e-9)
+
+    def test_edm_state_dict_layout(self):
+        m = edm.EnVariationalDiffusion(256, 9)
+        sd = m.state_dict()
+        self.assertEqual(len(sd), 141)
+        self.assertEqual(edm.count_params(m), 5_339_920)
+        self.assertEqual(tuple(sd["dynamics.egnn.e_block_8.gcl_0.edge_mlp.0.weight"].shape), (256, 514))
+        self.assertEqual(tuple(sd["dynamics.egnn.e_block_0.gcl_equiv.coord_mlp.4.weight"].shape), (1, 256))
+        self.assertNotIn("dynamics.egnn.e_block_0.gcl_equiv.coord_mlp.4.bias", sd)
+
+    def test_gamma_reference_values(self):
+        g = edm.polynomial_2_gamma()
+        for i, want in [(0, -11.51291546), (100, -3.89644268), (500, -0.25130935), (1000, 11.51251595)]:
+            self.assertAlmostEqual(float(g[i]), want, delta=2e-5 * max(1, abs(want)))
+
+    def test_rotation_equivariance(self):
+        torch.manual_seed(0)
+        m = edm.EnVariationalDiffusion(16, 2)
+        z = torch.randn(2, 6, 9)
+        z[..., :3] -= z[..., :3].mean(1, keepdim=True)
+        q, _ = torch.linalg.qr(torch.randn(3, 3))
+        zr = z.clone()
+        zr[..., :3] = z[..., :3] @ q.T
+        t = torch.tensor([0.3, 0.8])
+        with torch.no_grad():
+            a, b = m(z, t), m(zr, t)
+        torch.testing.assert_close(b[..., :3], a[..., :3] @ q.T, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(b[..., 3:], a[..., 3:], atol=1e-5, rtol=1e-4)
+
+
+class TrainingTests(unittest.TestCase):
+    def test_loss_decreases_when_overfitting_a_batch(self):
+        torch.manual_seed(1)
+        m = edm.EnVariationalDiffusion(32, 2)
+        opt = torch.optim.Adam(m.parameters(), lr=2e-3)
+        types = torch.randint(0, 5, (8, 7))
+        x = torch.randn(8, 7, 3)
+        xh = torch.cat([x - x.mean(1, keepdim=True), edm.features(types)], -1)
+        gamma = m.gamma.gamma.detach()
+        t_int = torch.full((8,), 300)
+
+        def autocast():
+            return torch.autocast("cpu", enabled=False)
+
+        losses = []
+        for _ in range(80):
+            torch.manual_seed(5)  # the same noise every step: a fixed regression target
+            loss, _, _ = train.diffusion_loss(m, xh, t_int, gamma, 1000, autocast)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+        self.assertLess(np.mean(losses[-5:]), 0.5 * np.mean(losses[:5]), losses[::10])
+
+    def test_export_round_trip_and_refuses_non_finite(self):
+        m = edm.EnVariationalDiffusion(8, 2)
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, "w.safetensors")
+            self.assertTrue(train.save_weights(p, m, {"molecules_seen": 64, "epochs": 0.00064}))
+            tensors, cfg = train.read_safetensors(p)
+            self.assertEqual((cfg["nf"], cfg["n_layers"]), (8, 2))
+            self.assertEqual(cfg["provenance"]["molecules_seen"], 64)
+            self.assertEqual(set(tensors), set(m.state_dict()))
+            with torch.no_grad():
+                m.dynamics.egnn.embedding.weight[0, 0] = float("nan")
+            q = os.path.join(d, "bad.safetensors")
+            self.assertFalse(train.save_weights(q, m, {}))
+            self.assertFalse(os.path.exists(q))
+
+    def test_clipper_limits_outliers(self):
+        clip = train.GradClipper()
+        p = torch.nn.Parameter(torch.zeros(3))
+        for _ in range(60):
+            p.grad = torch.ones(3)
+            clip([p])
+        p.grad = torch.full((3,), 1000.0)
+        norm, max_norm = clip([p])
+        self.assertGreater(norm, 1000)
+        self.assertLess(float(p.grad.norm()), max_norm + 1e-3)
+        self.assertLess(max_norm, 10)
+
+
+class DataTests(unittest.TestCase):
+    def test_csv_parser_handles_qm9_number_forms(self):
+        csv = ('Index,SMILES,N_atoms,Elements,XYZ_Ang\n'
+               '1,C,5,"[\'C\', \'H\', \'H\', \'H\', \'H\']","[[0.,1.,2.],[1.5*^-1,0,0],[0,1,0],[0,0,1],[-1.,-1.,-1.]]"\n'
+               '2,O,3,"[\'O\',\'H\',\'H\']","[[0,0,0],[0.96,0,0],[-0.24,0.93,0]]"\n')
+        with tempfile.TemporaryDirectory() as d:
+            f = os.path.join(d, "part.csv")
+            open(f, "w").write(csv)
+            pos, typ, offs, index = prepare_data.parse([f])
+        self.assertEqual(offs.tolist(), [0, 5, 8])
+        self.assertEqual(typ.tolist(), [1, 0, 0, 0, 0, 3, 0, 0])
+        self.assertEqual(index.tolist(), [1, 2])
+        np.testing.assert_allclose(pos[:5].mean(0), 0, atol=1e-6)  # centred
+        raw = np.array([[0, 1, 2], [0.15, 0, 0], [0, 1, 0], [0, 0, 1], [-1, -1, -1]])
+        np.testing.assert_allclose(pos[:5], raw - raw.mean(0), atol=1e-6)
+
+    def test_bond_rule_matches_spec(self):
+        self.assertEqual(chem.bond_order("C", "C", 1.33), 2)
+        self.assertEqual(chem.bond_order("C", "C", 1.20), 3)
+        self.assertEqual(chem.bond_order("C", "O", 1.21), 2)
+        self.assertEqual(chem.bond_order("C", "H", 1.25), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
