@@ -85,6 +85,8 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
     },
+    /// Print the built-in self-test sample (what the browser page shows; equal text = equal molecules)
+    Selftest,
     /// Time network evaluations and denoising steps
     Bench {
         /// Weights; default: random weights of --nf x --layers
@@ -459,6 +461,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Denoise { weights, input } => denoise(weights, input),
+        Command::Selftest => {
+            println!(
+                "{}",
+                equivariant::sampler::self_test_summary(&equivariant::sampler::self_test()?)
+            );
+            Ok(())
+        }
         Command::Bench {
             weights,
             nf,

@@ -481,3 +481,33 @@ impl<D: Denoiser> Sampler<D> {
         self.denoiser
     }
 }
+
+/// The built-in self-test: 2 molecules of 9 atoms, 20 steps, seed 42, random 3x32 weights. The browser page and
+/// `equivariant selftest` print [`self_test_summary`] of it: equal text means equal molecules across platforms.
+pub fn self_test() -> Result<Vec<Molecule>> {
+    let egnn = crate::egnn::Egnn::new(&crate::weights::Weights::random(32, 3, 1))?;
+    let config = SamplerConfig {
+        molecules: 2,
+        atoms: AtomCounts::Fixed(9),
+        steps: 20,
+        seed: 42,
+        ..Default::default()
+    };
+    Sampler::new(egnn, config)?.run()
+}
+
+/// One line describing the self-test molecules: formulas and the first atoms' positions to 1e-4 Å.
+pub fn self_test_summary(mols: &[Molecule]) -> String {
+    mols.iter()
+        .map(|m| {
+            let p: Vec<String> = m
+                .positions
+                .iter()
+                .take(6)
+                .map(|v| format!("{v:.4}"))
+                .collect();
+            format!("{} [{}]", crate::chemistry::formula(&m.types), p.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -115,12 +115,12 @@ impl Generator {
 
     /// The finished molecules as XYZ text.
     pub fn xyz(&self) -> Result<String, JsError> {
-        self.export(|p, t, name| to_xyz(p, t, name))
+        self.export(to_xyz)
     }
 
     /// The finished molecules as SDF text (bonds inferred from distances).
     pub fn sdf(&self) -> Result<String, JsError> {
-        self.export(|p, t, name| to_sdf(p, t, name))
+        self.export(to_sdf)
     }
 
     fn export(&self, f: impl Fn(&[f32], &[u8], &str) -> String) -> Result<String, JsError> {
@@ -179,29 +179,13 @@ pub fn start() {
             .unwrap_or(0.0)
     };
     let t0 = now();
-    let result = (|| -> crate::Result<String> {
-        let egnn = Egnn::new(&Weights::random(32, 3, 1))?;
-        let config = SamplerConfig {
-            molecules: 2,
-            atoms: AtomCounts::Fixed(9),
-            steps: 20,
-            seed: 42,
-            ..Default::default()
-        };
-        let mut s = Sampler::new(egnn, config)?;
-        let mut frames = 0;
-        while !s.is_finished() {
-            s.step()?;
-            frames += 1;
-        }
-        let m = &s.molecules().unwrap_or_default()[0];
-        Ok(format!(
-            "CPU sampler ran {frames} network evaluations in {:.0} ms (random 3x32 model); first molecule {} with x0 = {:.4}",
+    let result = crate::sampler::self_test().map(|mols| {
+        format!(
+            "CPU sampler ran 21 network evaluations in {:.0} ms (random 3x32 model): {}",
             now() - t0,
-            crate::chemistry::formula(&m.types),
-            m.positions[0]
-        ))
-    })();
+            crate::sampler::self_test_summary(&mols)
+        )
+    });
     match result {
         Ok(text) => {
             out.set_text_content(Some(&text));

@@ -96,7 +96,13 @@ fn sampling_is_equivariant_for_every_frame() {
         }
         let d = max_abs_diff(pr, &want);
         worst = worst.max(d);
-        assert!(d < 1e-3, "frame {step}: deviation {d} Å");
+        // Random weights do not denoise, so the chain drifts to positions of 1000s of Å where f32 has 1e-4 Å
+        // steps: allow 1e-3 Å plus ~30 ulp of the coordinate scale (the absolute term rules at molecular scale).
+        let scale = pl.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        assert!(
+            d < 1e-3 + 2e-6 * scale,
+            "frame {step}: deviation {d} Å (positions up to {scale} Å)"
+        );
         let tl: Vec<u8> = perm.iter().map(|&p| fl.molecules[0].types[p]).collect();
         assert_eq!(
             fr.molecules[0].types, tl,

@@ -4,6 +4,7 @@ import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
 import { serve } from './server.mjs';
+import { execFileSync } from 'node:child_process';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 const DIST = path.join(ROOT, 'dist');
@@ -30,6 +31,9 @@ test('the page loads and the wasm CPU sampler runs (served under a sub-path)', a
     await page.screenshot({ path: path.join(ARTIFACTS, 'selftest.png') });
     if ((await status.getAttribute('data-state')) !== 'done') throw new Error(`self-test failed: ${text}`);
     if (!/ran 21 network evaluations/.test(text)) throw new Error(`unexpected self-test text: ${text}`);
+    // same seed, same molecules: the native build must print the identical summary
+    const native = execFileSync(path.join(ROOT, 'target/release/equivariant'), ['selftest']).toString().trim();
+    if (!text.endsWith(native)) throw new Error(`browser and native self-test differ:\n  browser: ${text}\n  native:  ${native}`);
     if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
   } finally {
     await page.close();
@@ -39,7 +43,7 @@ test('the page loads and the wasm CPU sampler runs (served under a sub-path)', a
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [...ARGS, `--user-data-dir=${fs.mkdtempSync('/tmp/eq-chromium-')}`],
+  args: ARGS, // playwright gives every launch a fresh temporary profile
 });
 let failed = 0;
 for (const t of tests) {
