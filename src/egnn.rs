@@ -128,6 +128,26 @@ fn matmul(x: Vec<f32>, rows: usize, w_t: &Tensor) -> Result<Vec<f32>> {
     Ok(xt.matmul(w_t)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
+/// `x [rows, k] · w_t [k, m]` as a candle tensor; read it with [`cpu_slice`] (no copy).
+#[inline(always)]
+fn matmul_tensor(x: &[f32], rows: usize, w_t: &Tensor) -> Result<Tensor> {
+    Ok(Tensor::from_slice(x, (rows, w_t.dims()[0]), &Device::Cpu)?.matmul(w_t)?)
+}
+
+/// The contiguous f32 data of a CPU tensor.
+fn cpu_slice<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+) -> Result<&'a [f32]> {
+    match storage {
+        candle_core::Storage::Cpu(c) => {
+            let all = c.as_slice::<f32>()?;
+            Ok(&all[layout.start_offset()..layout.start_offset() + layout.shape().elem_count()])
+        }
+        _ => Err(Error::Input("the CPU EGNN got a non-CPU tensor".into())),
+    }
+}
+
 /// exp for the SiLU hot loops: range reduction to 2^k·e^r, |r| ≤ ln2/2, degree-7 polynomial; relative error
 /// below 5e-7 on the clamped range. Branch-free and without float→int casts, so the loops vectorise.
 #[inline(always)]
@@ -187,7 +207,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Geometry of a group: per directed edge (i, j≠i) the squared distance, and the normalised difference.
 struct Edges {
     n: usize,
-    b: usize,
     r: Vec<f32>,
     delta: Vec<[f32; 3]>,
 }
@@ -210,11 +229,7 @@ impl Edges {
                 }
             }
         }
-        Edges { n, b, r, delta }
-    }
-
-    fn count(&self) -> usize {
-        self.r.len()
+        Edges { n, r, delta }
     }
 
     /// The receiving node i of edge e (edges run i-major, j ≠ i inner).
@@ -336,22 +351,34 @@ impl Egnn {
         let d0 = Edges::new(x, b, n).r;
         let mut h = self.embedding.forward(h_in, nodes)?;
         let e_count = d0.len();
-        let mut pre = vec![0.0f32; e_count * nf];
+        // Edges are processed in chunks so the chunk's first-layer activations and products stay in cache.
+        let chunk = EDGE_CHUNK.min(e_count.max(1));
+        let mut pre = vec![0.0f32; chunk * nf];
+        let mut msg = vec![0.0f32; nf]; // one edge's activated message / coordinate feature
         for block in &self.blocks {
             let edges = Edges::new(x, b, n);
             // ---- GCL: messages, attention, sum over neighbours, node MLP with residual
-            self.first_layer(&block.edge_in, &h, nodes, &edges, &d0, &mut pre)?;
-            let mut m = matmul(std::mem::take(&mut pre), e_count, &block.edge_2.w_t)?;
-            silu_in_place(&mut m, &block.edge_2.bias);
+            let ab = self.node_terms(&block.edge_in, &h, nodes)?;
             let mut agg = vec![0.0f32; nodes * nf];
-            for (e, row) in m.chunks_exact(nf).enumerate() {
-                let i = edges.receiver(e);
-                let gate = 1.0 / (1.0 + (-(dot(row, &block.att_w) + block.att_b)).exp());
-                for (a, v) in agg[i * nf..(i + 1) * nf].iter_mut().zip(row) {
-                    *a += v * gate;
+            for e0 in (0..e_count).step_by(chunk) {
+                let e1 = (e0 + chunk).min(e_count);
+                self.first_layer(&block.edge_in, &ab, &edges, &d0, e0..e1, &mut pre);
+                let y = matmul_tensor(&pre[..(e1 - e0) * nf], e1 - e0, &block.edge_2.w_t)?;
+                let (storage, layout) = y.storage_and_layout();
+                let m = cpu_slice(&storage, layout)?;
+                {
+                    for (k, row) in m.chunks_exact(nf).enumerate() {
+                        for ((u, &v), &b) in msg.iter_mut().zip(row).zip(&block.edge_2.bias) {
+                            *u = silu(v + b);
+                        }
+                        let gate = 1.0 / (1.0 + (-(dot(&msg, &block.att_w) + block.att_b)).exp());
+                        let i = edges.receiver(e0 + k);
+                        for (a, &v) in agg[i * nf..(i + 1) * nf].iter_mut().zip(msg.iter()) {
+                            *a += v * gate;
+                        }
+                    }
                 }
             }
-            pre = m;
             let mut cat = Vec::with_capacity(nodes * 2 * nf);
             for k in 0..nodes {
                 cat.extend_from_slice(&h[k * nf..(k + 1) * nf]);
@@ -364,66 +391,82 @@ impl Egnn {
                 *hv += uv;
             }
             // ---- EquivariantUpdate with the updated h
-            self.first_layer(&block.coord_in, &h, nodes, &edges, &d0, &mut pre)?;
-            let mut m = matmul(std::mem::take(&mut pre), e_count, &block.coord_2.w_t)?;
-            silu_in_place(&mut m, &block.coord_2.bias);
-            for (e, row) in m.chunks_exact(nf).enumerate() {
-                let i = edges.receiver(e);
-                let s = dot(row, &block.coord_3).tanh() * COORDS_RANGE;
-                let d = edges.delta[e];
-                for c in 0..3 {
-                    x[i * 3 + c] += d[c] * s;
+            let ab = self.node_terms(&block.coord_in, &h, nodes)?;
+            for e0 in (0..e_count).step_by(chunk) {
+                let e1 = (e0 + chunk).min(e_count);
+                self.first_layer(&block.coord_in, &ab, &edges, &d0, e0..e1, &mut pre);
+                let y = matmul_tensor(&pre[..(e1 - e0) * nf], e1 - e0, &block.coord_2.w_t)?;
+                let (storage, layout) = y.storage_and_layout();
+                let m = cpu_slice(&storage, layout)?;
+                {
+                    for (k, row) in m.chunks_exact(nf).enumerate() {
+                        for ((u, &v), &b) in msg.iter_mut().zip(row).zip(&block.coord_2.bias) {
+                            *u = silu(v + b);
+                        }
+                        let s = dot(&msg, &block.coord_3).tanh() * COORDS_RANGE;
+                        let e = e0 + k;
+                        let i = edges.receiver(e);
+                        let d = edges.delta[e];
+                        for c in 0..3 {
+                            x[i * 3 + c] += d[c] * s;
+                        }
+                    }
                 }
             }
-            pre = m;
         }
         self.embedding_out.forward(h, nodes)
     }
 
-    /// `pre[e] = SiLU(A·h_i + b + B·h_j + w_r·r_ij + w_d·d0_ij)` for every edge.
+    /// Per-node terms of a first layer: `[N, 2nf]` rows (A·h_i + b, B·h_i).
     #[inline(always)]
-    fn first_layer(
-        &self,
-        layer: &EdgeInput,
-        h: &[f32],
-        nodes: usize,
-        edges: &Edges,
-        d0: &[f32],
-        pre: &mut Vec<f32>,
-    ) -> Result<()> {
+    fn node_terms(&self, layer: &EdgeInput, h: &[f32], nodes: usize) -> Result<Vec<f32>> {
         let nf = self.nf;
-        let mut ab = matmul(h.to_vec(), nodes, &layer.ab_t)?; // [N, 2nf]: (A·h, B·h) per node
+        let mut ab = matmul(h.to_vec(), nodes, &layer.ab_t)?;
         for row in ab.chunks_exact_mut(2 * nf) {
             for (v, b) in row[..nf].iter_mut().zip(&layer.bias) {
                 *v += b;
             }
         }
-        pre.resize(edges.count() * nf, 0.0);
+        Ok(ab)
+    }
+
+    /// `pre[e − e0] = SiLU(A·h_i + b + B·h_j + w_r·r_ij + w_d·d0_ij)` for the edges e0..e1.
+    #[inline(always)]
+    fn first_layer(
+        &self,
+        layer: &EdgeInput,
+        ab: &[f32],
+        edges: &Edges,
+        d0: &[f32],
+        range: std::ops::Range<usize>,
+        pre: &mut [f32],
+    ) {
+        let nf = self.nf;
         let n = edges.n;
-        let mut e = 0;
-        for m in 0..edges.b {
-            for i in 0..n {
-                let a = &ab[(m * n + i) * 2 * nf..(m * n + i) * 2 * nf + nf];
-                for j in (0..n).filter(|&j| j != i) {
-                    let bj = &ab[(m * n + j) * 2 * nf + nf..(m * n + j + 1) * 2 * nf];
-                    let (r, d) = (edges.r[e], d0[e]);
-                    let out = &mut pre[e * nf..(e + 1) * nf];
-                    for ((((o, &av), &bv), &wr), &wd) in out
-                        .iter_mut()
-                        .zip(a)
-                        .zip(bj)
-                        .zip(&layer.w_r)
-                        .zip(&layer.w_d)
-                    {
-                        *o = silu(av + bv + wr * r + wd * d);
-                    }
-                    e += 1;
-                }
+        for (k, e) in range.enumerate() {
+            let i = edges.receiver(e);
+            let jj = e % (n - 1);
+            let i_local = i % n;
+            let j = i - i_local + if jj < i_local { jj } else { jj + 1 };
+            let a = &ab[i * 2 * nf..i * 2 * nf + nf];
+            let bj = &ab[j * 2 * nf + nf..(j + 1) * 2 * nf];
+            let (r, d) = (edges.r[e], d0[e]);
+            let out = &mut pre[k * nf..(k + 1) * nf];
+            for ((((o, &av), &bv), &wr), &wd) in out
+                .iter_mut()
+                .zip(a)
+                .zip(bj)
+                .zip(&layer.w_r)
+                .zip(&layer.w_d)
+            {
+                *o = silu(av + bv + wr * r + wd * d);
             }
         }
-        Ok(())
     }
 }
+
+/// Edges per chunk of the per-edge MLPs (1024 × nf floats: 1 MiB at nf 256).
+const EDGE_CHUNK: usize = 1024;
 
 #[cfg(test)]
 mod tests {

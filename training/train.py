@@ -169,6 +169,10 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--t-low-frac", type=float, default=0.0,
+                    help="fraction of molecules whose t is drawn from {0..--t-low-max} instead of {0..T} "
+                         "(0 = EDM's uniform t; an experiment to train the low-noise end, where bonds are set)")
+    ap.add_argument("--t-low-max", type=int, default=100)
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--eval-minutes", type=float, default=30.0)
     ap.add_argument("--eval-molecules", type=int, default=512)
@@ -264,7 +268,8 @@ def main():
         p["final_loss"] = last_loss
         p["git_commit"] = git_commit()
         p["recipe"] = (f"AdamW lr {args.lr}, batch {args.batch} grouped by atom count, EMA {args.ema}, "
-                       f"t uniform 0..{T}, bf16 {use_bf16}")
+                       f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
+                       + f", bf16 {use_bf16}")
         p["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return p
 
@@ -286,6 +291,9 @@ def main():
                 break
             xh = data.gather(ids)
             t_int = torch.randint(0, T + 1, (len(ids),), device=dev)
+            if args.t_low_frac > 0:
+                low = torch.rand(len(ids), device=dev) < args.t_low_frac
+                t_int = torch.where(low, torch.randint(0, args.t_low_max + 1, (len(ids),), device=dev), t_int)
             loss, _, _ = diffusion_loss(model, xh, t_int, gamma, T, autocast)
             if not torch.isfinite(loss):
                 log("non-finite loss, batch skipped")
