@@ -152,3 +152,36 @@ fn set_state_checks_its_input() {
     let mean: f32 = (0..3).map(|i| s.state()[0][i * 9]).sum::<f32>() / 3.0;
     assert!(mean.abs() < 1e-6, "state is re-centred");
 }
+
+#[test]
+fn shipped_weights_chain_is_equivariant_to_a_thousandth_of_an_angstrom() {
+    // The trained model keeps chains at molecular scale, so the plain 1e-3 Å bound of the issue applies.
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/edm_qm9_9x128.safetensors");
+    let w = Weights::from_bytes(&std::fs::read(path).unwrap()).unwrap();
+    let n = 12;
+    let r = random_orthogonal(5, false);
+    let perm = permutation(3, n);
+    let mut cfg = config(1, AtomCounts::Fixed(n), 50, 17);
+    let mut left = Sampler::new(Egnn::new(&w).unwrap(), cfg.clone()).unwrap();
+    cfg.transform = Some(Transform {
+        rotation: r,
+        translation: [0.0; 3],
+        permutations: vec![perm.clone()],
+    });
+    let mut right = Sampler::new(Egnn::new(&w).unwrap(), cfg).unwrap();
+    while !left.is_finished() {
+        let (fl, fr) = (left.step().unwrap(), right.step().unwrap());
+        let (pl, pr) = (&fl.molecules[0].positions, &fr.molecules[0].positions);
+        let want: Vec<f32> = (0..n)
+            .flat_map(|i| rotate(&r, &pl[perm[i] * 3..perm[i] * 3 + 3]))
+            .collect();
+        let d = max_abs_diff(pr, &want);
+        let scale = pl.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        assert!(
+            d < 1e-3,
+            "step {}: deviation {d} Å (positions up to {scale} Å)",
+            fl.step
+        );
+    }
+}
