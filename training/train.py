@@ -311,7 +311,7 @@ def main():
             step_in_run += 1
             seen += len(ids)
             mol_log += len(ids)
-            acc_loss += float(loss) * len(ids)
+            acc_loss += float(loss.detach()) * len(ids)
             acc_n += len(ids)
             if step_in_run % args.log_every == 0:
                 now = time.time()
