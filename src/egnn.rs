@@ -176,6 +176,14 @@ pub(crate) fn silu(x: f32) -> f32 {
     x / (1.0 + fast_exp(-x))
 }
 
+/// `out = SiLU(row + bias)`.
+#[inline(always)]
+fn silu_row(out: &mut [f32], row: &[f32], bias: &[f32]) {
+    for ((u, &v), &b) in out.iter_mut().zip(row).zip(bias) {
+        *u = silu(v + b);
+    }
+}
+
 #[inline(always)]
 fn silu_in_place(v: &mut [f32], bias: &[f32]) {
     for row in v.chunks_exact_mut(bias.len()) {
@@ -348,34 +356,40 @@ impl Egnn {
     fn forward_impl(&self, h_in: Vec<f32>, x: &mut [f32], b: usize, n: usize) -> Result<Vec<f32>> {
         let nf = self.nf;
         let nodes = b * n;
-        let d0 = Edges::new(x, b, n).r;
+        let mut edges = Edges::new(x, b, n);
+        let d0 = edges.r.clone(); // squared distances of the input coordinates, fixed for all blocks
         let mut h = self.embedding.forward(h_in, nodes)?;
         let e_count = d0.len();
         // Edges are processed in chunks so the chunk's first-layer activations and products stay in cache.
         let chunk = EDGE_CHUNK.min(e_count.max(1));
         let mut pre = vec![0.0f32; chunk * nf];
         let mut msg = vec![0.0f32; nf]; // one edge's activated message / coordinate feature
-        for block in &self.blocks {
-            let edges = Edges::new(x, b, n);
+        for (l, block) in self.blocks.iter().enumerate() {
+            if l > 0 {
+                edges = Edges::new(x, b, n); // x moved in the previous block
+            }
             // ---- GCL: messages, attention, sum over neighbours, node MLP with residual
             let ab = self.node_terms(&block.edge_in, &h, nodes)?;
             let mut agg = vec![0.0f32; nodes * nf];
             for e0 in (0..e_count).step_by(chunk) {
                 let e1 = (e0 + chunk).min(e_count);
-                self.first_layer(&block.edge_in, &ab, &edges, &d0, e0..e1, &mut pre);
-                let y = matmul_tensor(&pre[..(e1 - e0) * nf], e1 - e0, &block.edge_2.w_t)?;
+                let y = self.edge_mlp_product(
+                    &block.edge_in,
+                    &block.edge_2,
+                    &ab,
+                    &edges,
+                    &d0,
+                    e0..e1,
+                    &mut pre,
+                )?;
                 let (storage, layout) = y.storage_and_layout();
                 let m = cpu_slice(&storage, layout)?;
-                {
-                    for (k, row) in m.chunks_exact(nf).enumerate() {
-                        for ((u, &v), &b) in msg.iter_mut().zip(row).zip(&block.edge_2.bias) {
-                            *u = silu(v + b);
-                        }
-                        let gate = 1.0 / (1.0 + (-(dot(&msg, &block.att_w) + block.att_b)).exp());
-                        let i = edges.receiver(e0 + k);
-                        for (a, &v) in agg[i * nf..(i + 1) * nf].iter_mut().zip(msg.iter()) {
-                            *a += v * gate;
-                        }
+                for (k, row) in m.chunks_exact(nf).enumerate() {
+                    silu_row(&mut msg, row, &block.edge_2.bias);
+                    let gate = 1.0 / (1.0 + (-(dot(&msg, &block.att_w) + block.att_b)).exp());
+                    let i = edges.receiver(e0 + k);
+                    for (a, &v) in agg[i * nf..(i + 1) * nf].iter_mut().zip(msg.iter()) {
+                        *a += v * gate;
                     }
                 }
             }
@@ -394,22 +408,25 @@ impl Egnn {
             let ab = self.node_terms(&block.coord_in, &h, nodes)?;
             for e0 in (0..e_count).step_by(chunk) {
                 let e1 = (e0 + chunk).min(e_count);
-                self.first_layer(&block.coord_in, &ab, &edges, &d0, e0..e1, &mut pre);
-                let y = matmul_tensor(&pre[..(e1 - e0) * nf], e1 - e0, &block.coord_2.w_t)?;
+                let y = self.edge_mlp_product(
+                    &block.coord_in,
+                    &block.coord_2,
+                    &ab,
+                    &edges,
+                    &d0,
+                    e0..e1,
+                    &mut pre,
+                )?;
                 let (storage, layout) = y.storage_and_layout();
                 let m = cpu_slice(&storage, layout)?;
-                {
-                    for (k, row) in m.chunks_exact(nf).enumerate() {
-                        for ((u, &v), &b) in msg.iter_mut().zip(row).zip(&block.coord_2.bias) {
-                            *u = silu(v + b);
-                        }
-                        let s = dot(&msg, &block.coord_3).tanh() * COORDS_RANGE;
-                        let e = e0 + k;
-                        let i = edges.receiver(e);
-                        let d = edges.delta[e];
-                        for c in 0..3 {
-                            x[i * 3 + c] += d[c] * s;
-                        }
+                for (k, row) in m.chunks_exact(nf).enumerate() {
+                    silu_row(&mut msg, row, &block.coord_2.bias);
+                    let s = dot(&msg, &block.coord_3).tanh() * COORDS_RANGE;
+                    let e = e0 + k;
+                    let i = edges.receiver(e);
+                    let d = edges.delta[e];
+                    for c in 0..3 {
+                        x[i * 3 + c] += d[c] * s;
                     }
                 }
             }
@@ -428,6 +445,25 @@ impl Egnn {
             }
         }
         Ok(ab)
+    }
+
+    /// Second-layer pre-activations `SiLU(first layer) · W2ᵀ` of the edges in `range` (bias not yet added),
+    /// using `pre` as scratch for the first layer.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn edge_mlp_product(
+        &self,
+        first: &EdgeInput,
+        second: &Linear,
+        ab: &[f32],
+        edges: &Edges,
+        d0: &[f32],
+        range: std::ops::Range<usize>,
+        pre: &mut [f32],
+    ) -> Result<Tensor> {
+        let rows = range.len();
+        self.first_layer(first, ab, edges, d0, range, pre);
+        matmul_tensor(&pre[..rows * self.nf], rows, &second.w_t)
     }
 
     /// `pre[e − e0] = SiLU(A·h_i + b + B·h_j + w_r·r_ij + w_d·d0_ij)` for the edges e0..e1.

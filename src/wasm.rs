@@ -54,6 +54,8 @@ struct JsFrame {
 #[wasm_bindgen]
 pub struct Generator {
     weights: Weights,
+    /// The model, laid out once; it moves into the sampler during a run and is taken back for the next.
+    egnn: Option<Egnn>,
     sampler: Option<Sampler<Egnn>>,
 }
 
@@ -62,18 +64,22 @@ impl Generator {
     /// Loads safetensors weights (errors name the offending tensor).
     #[wasm_bindgen(constructor)]
     pub fn new(weights: &[u8]) -> Result<Generator, JsError> {
+        let weights = Weights::from_bytes(weights).map_err(js_err)?;
         Ok(Generator {
-            weights: Weights::from_bytes(weights).map_err(js_err)?,
+            egnn: Some(Egnn::new(&weights).map_err(js_err)?),
+            weights,
             sampler: None,
         })
     }
 
     /// A generator with small random weights (for demos and tests; the molecules are meaningless).
-    pub fn random(nf: usize, layers: usize, seed: u64) -> Generator {
-        Generator {
-            weights: Weights::random(nf, layers, seed),
+    pub fn random(nf: usize, layers: usize, seed: u64) -> Result<Generator, JsError> {
+        let weights = Weights::random(nf, layers, seed);
+        Ok(Generator {
+            egnn: Some(Egnn::new(&weights).map_err(js_err)?),
+            weights,
             sampler: None,
-        }
+        })
     }
 
     /// Starts a run; returns the first frame (z_T).
@@ -91,7 +97,11 @@ impl Generator {
             histogram: self.weights.config.histogram(),
             ..Default::default()
         };
-        let egnn = Egnn::new(&self.weights).map_err(js_err)?;
+        let egnn = match (self.sampler.take(), self.egnn.take()) {
+            (Some(previous), _) => previous.into_denoiser(),
+            (None, Some(egnn)) => egnn,
+            (None, None) => Egnn::new(&self.weights).map_err(js_err)?,
+        };
         let s = Sampler::new(egnn, config).map_err(js_err)?;
         let frame = to_js(&s.frame(), s.total_steps())?;
         self.sampler = Some(s);

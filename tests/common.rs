@@ -46,6 +46,21 @@ pub fn rotate(r: &[[f32; 3]; 3], v: &[f32]) -> [f32; 3] {
     ]
 }
 
+/// g applied to `[n, 3]` positions: atom i of the result is atom perm[i] of `pos`, rotated by r and shifted.
+pub fn transform_positions(
+    r: &[[f32; 3]; 3],
+    shift: [f32; 3],
+    perm: &[usize],
+    pos: &[f32],
+) -> Vec<f32> {
+    perm.iter()
+        .flat_map(|&p| {
+            let x = rotate(r, &pos[p * 3..p * 3 + 3]);
+            [x[0] + shift[0], x[1] + shift[1], x[2] + shift[2]]
+        })
+        .collect()
+}
+
 /// A permutation of 0..n from the seed.
 pub fn permutation(seed: u64, n: usize) -> Vec<usize> {
     let keys = normals(seed, n);

@@ -87,13 +87,7 @@ fn sampling_is_equivariant_for_every_frame() {
     for step in 0..=50 {
         let (fl, fr) = (left.frame(), right.frame());
         let (pl, pr) = (&fl.molecules[0].positions, &fr.molecules[0].positions);
-        let mut want = vec![0.0f32; n * 3];
-        for i in 0..n {
-            let x = rotate(&r, &pl[perm[i] * 3..perm[i] * 3 + 3]);
-            for c in 0..3 {
-                want[i * 3 + c] = x[c] + shift[c];
-            }
-        }
+        let want = transform_positions(&r, shift, &perm, pl);
         let d = max_abs_diff(pr, &want);
         worst = worst.max(d);
         // Random weights do not denoise, so the chain drifts to positions of 1000s of Å where f32 has 1e-4 Å
@@ -173,9 +167,7 @@ fn shipped_weights_chain_is_equivariant_to_a_thousandth_of_an_angstrom() {
     while !left.is_finished() {
         let (fl, fr) = (left.step().unwrap(), right.step().unwrap());
         let (pl, pr) = (&fl.molecules[0].positions, &fr.molecules[0].positions);
-        let want: Vec<f32> = (0..n)
-            .flat_map(|i| rotate(&r, &pl[perm[i] * 3..perm[i] * 3 + 3]))
-            .collect();
+        let want = transform_positions(&r, [0.0; 3], &perm, pl);
         let d = max_abs_diff(pr, &want);
         let scale = pl.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         assert!(
