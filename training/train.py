@@ -124,6 +124,8 @@ def save_weights(path, ema, provenance):
 
 
 def git_commit():
+    if os.environ.get("EQUIVARIANT_GIT_COMMIT"):  # set where the tree travels without .git (the GPU machine)
+        return os.environ["EQUIVARIANT_GIT_COMMIT"]
     try:
         return subprocess.check_output(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], text=True,
                                        stderr=subprocess.DEVNULL).strip()
