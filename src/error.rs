@@ -22,6 +22,12 @@ pub enum Error {
     NonFinite(String),
     #[error("the sampler has already finished")]
     Finished,
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    #[error("GPU: {0}")]
+    Gpu(String),
+    #[error("GPU device lost: {0}")]
+    GpuLost(String),
     #[error("converter: {0}")]
     Convert(String),
     #[error("tensor backend: {0}")]

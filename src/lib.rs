@@ -9,7 +9,8 @@
 //! * [`sampler`]: the step-by-step ancestral sampler
 //! * [`chemistry`], [`export`]: bonds, stability, XYZ and SDF
 //!
-//! Thin layers around it: [`convert`] and the `equivariant` CLI (native), `wasm` (browser bindings).
+//! Thin layers around it: [`gpu`] (the same sampler as WGSL compute shaders through wgpu: Vulkan, Metal, DX12
+//! natively, WebGPU in the browser), [`convert`] and the `equivariant` CLI (native), `wasm` (browser bindings).
 
 // Numeric code indexes parallel arrays (atoms x channels); index loops read closer to the math.
 #![allow(clippy::needless_range_loop)]
@@ -18,6 +19,7 @@ pub mod chemistry;
 pub mod egnn;
 pub mod error;
 pub mod export;
+pub mod gpu;
 pub mod qm9;
 pub mod rng;
 pub mod sampler;

@@ -475,6 +475,49 @@ impl<D: Denoiser> Sampler<D> {
     }
 }
 
+/// Hooks for backends that keep the state on a device (the GPU sampler): the host-side `Sampler` still owns
+/// the configuration, the timesteps, z_T, the transform and the final decoding.
+impl<D: Denoiser> Sampler<D> {
+    pub(crate) fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    pub(crate) fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub(crate) fn failed_flags(&self) -> &[bool] {
+        &self.failed
+    }
+
+    /// Takes the device's state after it ran to position `pos`.
+    pub(crate) fn sync_from_device(&mut self, z: Vec<Vec<f32>>, failed: Vec<bool>, pos: usize) {
+        self.z = z;
+        self.failed = failed;
+        self.pos = pos;
+    }
+
+    /// Decodes z_0 with the device's ε̂ of the final evaluation.
+    pub(crate) fn finish_from_device(&mut self, eps: &[Vec<f32>]) {
+        self.result = Some(self.decode(eps));
+    }
+}
+
+/// The denoiser of a host-side sampler whose network runs elsewhere; it is never called.
+pub(crate) struct HostOnly;
+
+impl Denoiser for HostOnly {
+    fn eps(&mut self, _n: usize, _z: &[f32], _t: &[f32]) -> Result<Vec<f32>> {
+        Err(Error::Input(
+            "the network of this sampler runs on the device".into(),
+        ))
+    }
+}
+
 impl<D: Denoiser> Sampler<D> {
     /// Gives the denoiser back (to reuse its weights for another run).
     pub fn into_denoiser(self) -> D {
