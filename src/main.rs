@@ -32,7 +32,65 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Backend {
+    /// candle-core on the CPU
     Cpu,
+    /// WGSL compute shaders through wgpu (Vulkan, Metal, DX12; lavapipe where there is no GPU)
+    Gpu,
+}
+
+/// The model on the chosen backend, loaded once and reused for every chunk.
+enum Engine {
+    Cpu(Option<Egnn>),
+    Gpu(std::rc::Rc<equivariant::gpu::GpuModel>),
+}
+
+impl Engine {
+    fn new(backend: Backend, w: &Weights) -> Result<Self> {
+        Ok(match backend {
+            Backend::Cpu => Engine::Cpu(Some(Egnn::new(w)?)),
+            Backend::Gpu => {
+                let ctx = equivariant::gpu::GpuContext::new()?;
+                eprintln!("GPU: {}", ctx.adapter);
+                Engine::Gpu(std::rc::Rc::new(equivariant::gpu::GpuModel::new(
+                    std::rc::Rc::new(ctx),
+                    w,
+                )?))
+            }
+        })
+    }
+
+    /// Runs one sampling chunk, calling `tick(k)` after every k network evaluations.
+    fn sample(
+        &mut self,
+        config: SamplerConfig,
+        mut tick: impl FnMut(u64),
+    ) -> Result<Vec<equivariant::sampler::Molecule>> {
+        match self {
+            Engine::Cpu(slot) => {
+                let mut s = Sampler::new(slot.take().expect("model"), config)?;
+                while !s.is_finished() {
+                    if let Err(e) = s.step() {
+                        *slot = Some(s.into_denoiser());
+                        return Err(e);
+                    }
+                    tick(1);
+                }
+                let mols = s.molecules().unwrap_or_default().to_vec();
+                *slot = Some(s.into_denoiser());
+                Ok(mols)
+            }
+            Engine::Gpu(model) => {
+                let mut s = equivariant::gpu::GpuSampler::new(model.clone(), config)?;
+                while !s.is_finished() {
+                    let before = s.steps_done();
+                    pollster::block_on(s.advance(20))?;
+                    model.ctx.wait()?;
+                    tick((s.steps_done() - before) as u64);
+                }
+                Ok(s.molecules().unwrap_or_default().to_vec())
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -177,6 +235,7 @@ fn sample(
     seed: u64,
     weights: Option<PathBuf>,
     batch: usize,
+    backend: Backend,
     out: PathBuf,
 ) -> Result<()> {
     let format = output_format(&out)?;
@@ -205,8 +264,7 @@ fn sample(
     let mut text = String::new();
     let mut report = StabilityReport::default();
     let mut failed = 0;
-    let egnn = Egnn::new(&w)?;
-    let mut egnn = Some(egnn);
+    let mut engine = Engine::new(backend, &w)?;
     for c in 0..chunks {
         let count = batch.min(n - c * batch);
         // Each chunk uses its own sub-seed so that --batch does not change which molecules a seed gives
@@ -221,12 +279,7 @@ fn sample(
             histogram: w.config.histogram(),
             ..Default::default()
         };
-        let mut s = Sampler::new(egnn.take().expect("model"), config)?;
-        while !s.is_finished() {
-            s.step()?;
-            bar.inc(1);
-        }
-        let mols = s.molecules().unwrap_or_default().to_vec();
+        let mols = engine.sample(config, |k| bar.inc(k))?;
         for (k, m) in mols.iter().enumerate() {
             let idx = c * batch + k;
             if m.failed {
@@ -248,7 +301,6 @@ fn sample(
                 Format::Sdf => to_sdf(&m.positions, &m.types, &name),
             });
         }
-        egnn = Some(s.into_denoiser());
     }
     bar.finish_and_clear();
     write_atomic(&out, text.as_bytes())?;
@@ -433,6 +485,83 @@ fn bench(
     Ok(())
 }
 
+/// The same table as `bench` on the GPU backend: evaluations are encoded back to back in one submit (no
+/// read-back), and a denoising step is the sampler's on-device step (evaluation + noise + update), 20 per submit.
+fn bench_gpu(
+    weights: Option<PathBuf>,
+    nf: usize,
+    layers: usize,
+    batches: Vec<usize>,
+    atoms: Vec<usize>,
+    seconds: f64,
+) -> Result<()> {
+    use equivariant::gpu::{GpuContext, GpuEgnn, GpuModel, GpuSampler};
+    use std::rc::Rc;
+    let w = match weights {
+        Some(p) => load_weights(&p)?,
+        None => Weights::random(nf, layers, 7),
+    };
+    let (nf, layers) = (w.config.nf, w.config.n_layers);
+    let ctx = Rc::new(GpuContext::new()?);
+    println!("model {layers}x{nf}, backend gpu, adapter {}", ctx.adapter);
+    println!(
+        "| B | n | ms / evaluation | ms / molecule-evaluation | GFLOP/s | ms / denoising step |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let model = Rc::new(GpuModel::new(ctx.clone(), &w)?);
+    let mut egnn = GpuEgnn::new(model.clone());
+    for &b in &batches {
+        for &n in &atoms {
+            if n == 0 || n > equivariant::qm9::MAX_ATOMS || b == 0 {
+                return Err(Error::Input(format!(
+                    "bench: batch {b} x atoms {n} is out of range"
+                )));
+            }
+            let config = SamplerConfig {
+                molecules: b,
+                atoms: AtomCounts::Fixed(n),
+                steps: 1000,
+                seed: 3,
+                ..Default::default()
+            };
+            let mut s = GpuSampler::new(model.clone(), config)?;
+            let z: Vec<f32> = pollster::block_on(s.state())?
+                .into_iter()
+                .flatten()
+                .collect();
+            egnn.eval_only(n, &z, 0.5, 2)?; // warm-up
+                                            // grow the number of evaluations per submit until one submit takes ~1/4 of the budget
+            let mut evals = 1;
+            let eval_ms = loop {
+                let start = Instant::now();
+                egnn.eval_only(n, &z, 0.5, evals)?;
+                let el = start.elapsed().as_secs_f64();
+                if el > seconds / 4.0 || evals >= 4096 {
+                    break el * 1e3 / evals as f64;
+                }
+                evals *= 2;
+            };
+            pollster::block_on(s.advance(2))?;
+            ctx.wait()?;
+            let start = Instant::now();
+            let mut steps = 0;
+            while (start.elapsed().as_secs_f64() < seconds / 4.0 || steps < 20) && steps < 900 {
+                pollster::block_on(s.advance(20))?;
+                ctx.wait()?;
+                steps += 20;
+            }
+            let step_ms = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
+            let gflops = 2.0 * macs(nf, layers, b, n) / (eval_ms * 1e-3) / 1e9;
+            println!(
+                "| {b} | {n} | {eval_ms:.2} | {:.3} | {gflops:.1} | {step_ms:.2} |",
+                eval_ms / b as f64
+            );
+            let _ = std::io::stdout().flush();
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sample {
@@ -442,9 +571,9 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             weights,
             batch,
-            backend: _,
+            backend,
             out,
-        } => sample(n, atoms, steps, seed, weights, batch, out),
+        } => sample(n, atoms, steps, seed, weights, batch, backend, out),
         Command::Eval { file, json } => eval(file, json),
         Command::Convert { input, output, f16 } => {
             let w = equivariant::convert::read_torch_checkpoint(&input)?;
@@ -475,8 +604,11 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             atoms,
             seconds,
-            backend: _,
-        } => bench(weights, nf, layers, batch, atoms, seconds),
+            backend,
+        } => match backend {
+            Backend::Cpu => bench(weights, nf, layers, batch, atoms, seconds),
+            Backend::Gpu => bench_gpu(weights, nf, layers, batch, atoms, seconds),
+        },
     }
 }
 

@@ -152,7 +152,7 @@ impl GpuBatch {
         }
         let limits = device.limits();
         let biggest = (n_nodes * 2 * nf * 4) as u64;
-        if biggest > limits.max_storage_buffer_binding_size as u64 {
+        if biggest > limits.max_storage_buffer_binding_size {
             return Err(Error::Gpu(format!(
                 "{n_nodes} atoms need a {biggest}-byte buffer, over this device's binding limit of {} bytes",
                 limits.max_storage_buffer_binding_size

@@ -55,7 +55,7 @@ pub fn pack(w: &Weights) -> Result<(Vec<f32>, Offsets)> {
     };
     // appends a block of values, 16-float aligned, and returns its offset
     fn put(buf: &mut Vec<f32>, v: impl IntoIterator<Item = f32>) -> u32 {
-        while buf.len() % 16 != 0 {
+        while !buf.len().is_multiple_of(16) {
             buf.push(0.0);
         }
         let off = buf.len() as u32;
