@@ -45,8 +45,8 @@ ensure_wasm_bindgen() {
 }
 
 ensure_npm() {
-  if [ ! -x node_modules/.bin/wasm-opt ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-    log "installing npm packages (binaryen's wasm-opt, playwright-core)"
+  if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -x node_modules/.bin/esbuild ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    log "installing npm packages (wasm-opt, esbuild, three, playwright-core)"
     npm ci --no-audit --no-fund
   fi
 }

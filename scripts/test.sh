@@ -22,6 +22,8 @@ log "Rust tests"
 cargo test --release
 log "Python trainer tests"
 python3 -m unittest discover -s training/tests -t training -v
+log "weights manifest (SHA-256 the app checks downloads against)"
+node scripts/weights_manifest.mjs --check
 log "wasm build (trunk)"
 trunk build --release
 log "browser tests (headless Chromium)"

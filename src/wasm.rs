@@ -1,18 +1,59 @@
-//! Browser bindings (wasm32 only): a `Generator` class over the CPU sampler, and a start-up self-test that
-//! proves the sampler runs in the page.
+//! Browser bindings (wasm32 only): `Generator`, the sampler on WebGPU (the GPU backend) or on the CPU, with one
+//! chain or two (the live-equivariance view: a chain from z_T and one from g·z_T), frames with bonds and
+//! stability for the viewer, exports; and a start-up self-test that proves the sampler runs in the page.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
 
+use crate::chemistry::{bonds, formula, stability};
 use crate::egnn::Egnn;
 use crate::export::{to_sdf, to_xyz};
-use crate::sampler::{AtomCounts, Frame, Sampler, SamplerConfig};
+use crate::gpu::{GpuContext, GpuModel, GpuSampler};
+use crate::sampler::{AtomCounts, Frame, Molecule, Sampler, SamplerConfig, Transform};
 use crate::weights::Weights;
 
 fn js_err(e: crate::Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// Options of a sampling run, from JS (`{molecules, atoms, steps, seed}`; atoms omitted = QM9 histogram).
+/// g from JS: `{rotation: [9 numbers, row-major], translation: [3], permutation: [n] (optional)}`.
+#[derive(serde::Deserialize, Default, Clone)]
+struct JsTransform {
+    #[serde(default)]
+    rotation: Option<Vec<f32>>,
+    #[serde(default)]
+    translation: Option<[f32; 3]>,
+    #[serde(default)]
+    permutation: Option<Vec<usize>>,
+}
+
+impl JsTransform {
+    fn to_transform(&self, molecules: usize) -> Result<Transform, JsError> {
+        let mut t = Transform::default();
+        if let Some(r) = &self.rotation {
+            if r.len() != 9 {
+                return Err(JsError::new(
+                    "transform.rotation needs 9 numbers (row-major 3x3)",
+                ));
+            }
+            for i in 0..3 {
+                t.rotation[i].copy_from_slice(&r[i * 3..i * 3 + 3]);
+            }
+        }
+        if let Some(s) = self.translation {
+            t.translation = s;
+        }
+        if let Some(p) = &self.permutation {
+            t.permutations = vec![p.clone(); molecules];
+        }
+        Ok(t)
+    }
+}
+
+/// Options of a sampling run (`{molecules, atoms, steps, seed, equivariance, transform}`; atoms omitted = QM9
+/// histogram; `equivariance: true` adds the chain of g·z_T).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RunOptions {
@@ -24,6 +65,10 @@ struct RunOptions {
     steps: usize,
     #[serde(default = "one_u64")]
     seed: u64,
+    #[serde(default)]
+    equivariance: bool,
+    #[serde(default)]
+    transform: Option<JsTransform>,
 }
 fn one() -> usize {
     1
@@ -36,57 +81,271 @@ fn thousand() -> usize {
 }
 
 #[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 struct JsMolecule {
     positions: Vec<f32>,
     types: Vec<u8>,
+    /// (i, j, order) triples of the EDM distance rule
+    bonds: Vec<u32>,
+    atom_stable: Vec<bool>,
+    stable_atoms: usize,
+    molecule_stable: bool,
+    formula: String,
+    failed: bool,
 }
 
 #[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 struct JsFrame {
     step: usize,
     total: usize,
     t: usize,
     finished: bool,
-    molecules: Vec<JsMolecule>,
+    /// chains[0]: from z_T; chains[1] (equivariance view): from g·z_T
+    chains: Vec<Vec<JsMolecule>>,
+    /// g⁻¹ applied to chain 1, in chain 0's atom order (the ghost), per molecule
+    ghost: Option<Vec<Vec<f32>>>,
+    /// largest |g⁻¹·chain1 − chain0| over atoms and molecules, in Å
+    deviation: Option<f32>,
 }
 
-/// A molecule generator: weights plus, while a run is active, its sampler.
+enum Chain {
+    Cpu(Sampler<Egnn>),
+    Gpu(Box<GpuSampler>),
+}
+
+impl Chain {
+    fn finished(&self) -> bool {
+        match self {
+            Chain::Cpu(s) => s.is_finished(),
+            Chain::Gpu(s) => s.is_finished(),
+        }
+    }
+    async fn advance(&mut self, k: usize) -> crate::Result<()> {
+        match self {
+            Chain::Cpu(s) => {
+                for _ in 0..k {
+                    if s.is_finished() {
+                        break;
+                    }
+                    s.step()?;
+                }
+                Ok(())
+            }
+            Chain::Gpu(s) => {
+                if !s.is_finished() && k > 0 {
+                    s.advance(k).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+    async fn frame(&mut self) -> crate::Result<(Frame, usize)> {
+        match self {
+            Chain::Cpu(s) => Ok((s.frame(), s.total_steps())),
+            Chain::Gpu(s) => Ok((s.frame().await?, s.total_steps())),
+        }
+    }
+    async fn state(&mut self) -> crate::Result<Vec<Vec<f32>>> {
+        match self {
+            Chain::Cpu(s) => Ok(s.state().to_vec()),
+            Chain::Gpu(s) => s.state().await,
+        }
+    }
+    async fn retarget(&mut self, g: Transform, z: Vec<Vec<f32>>) -> crate::Result<()> {
+        match self {
+            Chain::Cpu(s) => {
+                s.set_transform(g)?;
+                for (b, zb) in z.into_iter().enumerate() {
+                    s.set_state(b, zb)?;
+                }
+            }
+            Chain::Gpu(s) => {
+                s.set_transform(g)?;
+                for (b, zb) in z.into_iter().enumerate() {
+                    s.set_state(b, zb).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+    fn molecules(&self) -> Option<&[Molecule]> {
+        match self {
+            Chain::Cpu(s) => s.molecules(),
+            Chain::Gpu(s) => s.molecules(),
+        }
+    }
+    fn transform(&self) -> &Transform {
+        match self {
+            Chain::Cpu(s) => s.transform(),
+            Chain::Gpu(s) => s.transform(),
+        }
+    }
+}
+
+struct Inner {
+    weights: Weights,
+    gpu: Option<Rc<GpuModel>>,
+    adapter: String,
+    fallback: Option<String>,
+    chains: Vec<Chain>,
+}
+
+/// A molecule generator: weights, a backend, and the chains of the current run.
 #[wasm_bindgen]
 pub struct Generator {
-    weights: Weights,
-    /// The model, laid out once; it moves into the sampler during a run and is taken back for the next.
-    egnn: Option<Egnn>,
-    sampler: Option<Sampler<Egnn>>,
+    inner: Rc<RefCell<Inner>>,
+}
+
+/// g·z for one molecule's raw state: atom i of the result is atom perm[i] of z, x rotated (no translation: the
+/// state is kept centred; the translation only shifts frames).
+fn apply(g: &Transform, b: usize, z: &[f32]) -> Vec<f32> {
+    let n = z.len() / 9;
+    let perm = g.permutations.get(b).filter(|p| !p.is_empty());
+    let mut out = vec![0.0f32; z.len()];
+    for i in 0..n {
+        let src = perm.map_or(i, |p| p[i]);
+        let x = g.rotate([z[src * 9], z[src * 9 + 1], z[src * 9 + 2]]);
+        out[i * 9..i * 9 + 3].copy_from_slice(&x);
+        out[i * 9 + 3..i * 9 + 9].copy_from_slice(&z[src * 9 + 3..src * 9 + 9]);
+    }
+    out
+}
+
+/// g⁻¹ applied to positions of chain 1 (with translation), in chain 0's atom order.
+fn unapply(g: &Transform, b: usize, pos: &[f32]) -> Vec<f32> {
+    let n = pos.len() / 3;
+    let perm = g.permutations.get(b).filter(|p| !p.is_empty());
+    let r = &g.rotation;
+    let mut out = vec![0.0f32; pos.len()];
+    for i in 0..n {
+        let d = [
+            pos[i * 3] - g.translation[0],
+            pos[i * 3 + 1] - g.translation[1],
+            pos[i * 3 + 2] - g.translation[2],
+        ];
+        let dst = perm.map_or(i, |p| p[i]);
+        for c in 0..3 {
+            out[dst * 3 + c] = r[0][c] * d[0] + r[1][c] * d[1] + r[2][c] * d[2];
+        }
+    }
+    out
+}
+
+fn js_molecule(positions: &[f32], types: &[u8], failed: bool) -> JsMolecule {
+    let st = stability(positions, types);
+    JsMolecule {
+        bonds: bonds(positions, types)
+            .iter()
+            .flat_map(|b| [b.i as u32, b.j as u32, b.order as u32])
+            .collect(),
+        stable_atoms: st.stable_atoms(),
+        molecule_stable: st.molecule_stable(),
+        atom_stable: st.atom_stable,
+        formula: formula(types),
+        positions: positions.to_vec(),
+        types: types.to_vec(),
+        failed,
+    }
+}
+
+/// Opens WebGPU; with `hardware_only`, a software adapter (SwiftShader) is refused because the wasm CPU path
+/// is faster than it.
+async fn open_gpu(w: &Weights, hardware_only: bool) -> crate::Result<(Rc<GpuModel>, String)> {
+    let ctx = Rc::new(GpuContext::new_async().await?);
+    if hardware_only && ctx.software {
+        return Err(crate::Error::NoAdapter(format!(
+            "only a software adapter ({}), slower than the CPU path",
+            ctx.adapter
+        )));
+    }
+    let label = ctx.adapter.clone();
+    Ok((Rc::new(GpuModel::new(ctx, w)?), label))
 }
 
 #[wasm_bindgen]
 impl Generator {
-    /// Loads safetensors weights (errors name the offending tensor).
-    #[wasm_bindgen(constructor)]
-    pub fn new(weights: &[u8]) -> Result<Generator, JsError> {
-        let weights = Weights::from_bytes(weights).map_err(js_err)?;
+    /// Loads safetensors weights (errors name the offending tensor) and opens the backend: `"webgpu"`, `"cpu"`
+    /// or `"auto"` (WebGPU on a hardware adapter, else the CPU, with the reason in `fallbackReason`).
+    pub async fn create(weights: Vec<u8>, backend: String) -> Result<Generator, JsError> {
+        let weights = Weights::from_bytes(&weights).map_err(js_err)?;
+        Self::open(weights, &backend).await
+    }
+
+    /// A generator with small random weights (demos and tests; the molecules are meaningless).
+    pub async fn random(
+        nf: usize,
+        layers: usize,
+        seed: u64,
+        backend: String,
+    ) -> Result<Generator, JsError> {
+        Self::open(Weights::random(nf, layers, seed), &backend).await
+    }
+
+    async fn open(weights: Weights, backend: &str) -> Result<Generator, JsError> {
+        let (gpu, adapter, fallback) = match backend {
+            "cpu" => (None, String::new(), None),
+            "webgpu" => {
+                let (m, a) = open_gpu(&weights, false).await.map_err(js_err)?;
+                (Some(m), a, None)
+            }
+            "auto" | "" => match open_gpu(&weights, true).await {
+                Ok((m, a)) => (Some(m), a, None),
+                Err(e) => (None, String::new(), Some(e.to_string())),
+            },
+            other => {
+                return Err(JsError::new(&format!(
+                    "backend must be \"auto\", \"webgpu\" or \"cpu\", not {other:?}"
+                )))
+            }
+        };
+        Egnn::new(&weights).map_err(js_err)?; // validates the CPU layout too
         Ok(Generator {
-            egnn: Some(Egnn::new(&weights).map_err(js_err)?),
-            weights,
-            sampler: None,
+            inner: Rc::new(RefCell::new(Inner {
+                weights,
+                gpu,
+                adapter,
+                fallback,
+                chains: Vec::new(),
+            })),
         })
     }
 
-    /// A generator with small random weights (for demos and tests; the molecules are meaningless).
-    pub fn random(nf: usize, layers: usize, seed: u64) -> Result<Generator, JsError> {
-        let weights = Weights::random(nf, layers, seed);
-        Ok(Generator {
-            egnn: Some(Egnn::new(&weights).map_err(js_err)?),
-            weights,
-            sampler: None,
-        })
+    /// `"webgpu"` or `"cpu"`.
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        if self.inner.borrow().gpu.is_some() {
+            "webgpu".into()
+        } else {
+            "cpu".into()
+        }
     }
 
-    /// Starts a run; returns the first frame (z_T).
-    pub fn start(&mut self, options: JsValue) -> Result<JsValue, JsError> {
+    /// The WebGPU adapter's description (empty on the CPU).
+    #[wasm_bindgen(getter)]
+    pub fn adapter(&self) -> String {
+        self.inner.borrow().adapter.clone()
+    }
+
+    /// Why `"auto"` fell back to the CPU, if it did.
+    #[wasm_bindgen(getter, js_name = fallbackReason)]
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.inner.borrow().fallback.clone()
+    }
+
+    /// Model size as `"9x128"`.
+    #[wasm_bindgen(getter)]
+    pub fn model(&self) -> String {
+        let w = &self.inner.borrow().weights;
+        format!("{}x{}", w.config.n_layers, w.config.nf)
+    }
+
+    /// Starts a run (one chain, or two with `equivariance: true`).
+    pub fn start(&self, options: JsValue) -> Result<(), JsError> {
         let o: RunOptions = serde_wasm_bindgen::from_value(options)
             .map_err(|e| JsError::new(&format!("options: {e}")))?;
-        let config = SamplerConfig {
+        let mut inner = self.inner.borrow_mut();
+        let base = SamplerConfig {
             molecules: o.molecules,
             atoms: o
                 .atoms
@@ -94,85 +353,174 @@ impl Generator {
                 .unwrap_or(AtomCounts::Histogram),
             steps: o.steps,
             seed: o.seed,
-            histogram: self.weights.config.histogram(),
+            histogram: inner.weights.config.histogram(),
             ..Default::default()
         };
-        let egnn = match (self.sampler.take(), self.egnn.take()) {
-            (Some(previous), _) => previous.into_denoiser(),
-            (None, Some(egnn)) => egnn,
-            (None, None) => Egnn::new(&self.weights).map_err(js_err)?,
-        };
-        let s = Sampler::new(egnn, config).map_err(js_err)?;
-        let frame = to_js(&s.frame(), s.total_steps())?;
-        self.sampler = Some(s);
-        Ok(frame)
-    }
-
-    /// Advances up to `k` network evaluations and returns the latest frame.
-    pub fn step(&mut self, k: usize) -> Result<JsValue, JsError> {
-        let s = self
-            .sampler
-            .as_mut()
-            .ok_or_else(|| JsError::new("no run: call start() first"))?;
-        for _ in 0..k.max(1) {
-            if s.is_finished() {
-                break;
-            }
-            s.step().map_err(js_err)?;
+        let mut configs = vec![base.clone()];
+        if o.equivariance {
+            let mut c = base;
+            let g = o.transform.unwrap_or_default().to_transform(o.molecules)?;
+            c.transform = Some(g);
+            configs.push(c);
         }
-        to_js(&s.frame(), s.total_steps())
+        let mut chains = Vec::new();
+        for c in configs {
+            chains.push(match &inner.gpu {
+                Some(m) => Chain::Gpu(Box::new(GpuSampler::new(m.clone(), c).map_err(js_err)?)),
+                None => Chain::Cpu(
+                    Sampler::new(Egnn::new(&inner.weights).map_err(js_err)?, c).map_err(js_err)?,
+                ),
+            });
+        }
+        inner.chains = chains;
+        Ok(())
     }
 
-    /// The finished molecules as XYZ text.
-    pub fn xyz(&self) -> Result<String, JsError> {
-        self.export(to_xyz)
+    /// Advances every chain by up to `k` network evaluations and resolves to the frame (`k = 0`: the current
+    /// frame). Calls must not overlap (await each).
+    pub fn step(&self, k: usize) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut chains = std::mem::take(&mut inner.borrow_mut().chains);
+            let result = step_chains(&mut chains, k).await;
+            inner.borrow_mut().chains = chains;
+            result.map_err(|e| JsValue::from(js_err(e)))
+        })
     }
 
-    /// The finished molecules as SDF text (bonds inferred from distances).
-    pub fn sdf(&self) -> Result<String, JsError> {
-        self.export(to_sdf)
+    /// Sets a new g for the second chain mid-run: it restarts from g applied to the first chain's current state
+    /// and stays its image.
+    #[wasm_bindgen(js_name = setTransform)]
+    pub fn set_transform(&self, transform: JsValue) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let t: JsTransform = serde_wasm_bindgen::from_value(transform)
+                .map_err(|e| JsValue::from(JsError::new(&format!("transform: {e}"))))?;
+            let mut chains = std::mem::take(&mut inner.borrow_mut().chains);
+            let result = retarget(&mut chains, &t).await;
+            inner.borrow_mut().chains = chains;
+            result.map_err(JsValue::from)?;
+            Ok(JsValue::UNDEFINED)
+        })
     }
 
-    fn export(&self, f: impl Fn(&[f32], &[u8], &str) -> String) -> Result<String, JsError> {
-        let mols = self
-            .sampler
-            .as_ref()
-            .and_then(|s| s.molecules())
+    /// A finished molecule of a chain as XYZ text.
+    pub fn xyz(&self, chain: usize, molecule: usize) -> Result<String, JsError> {
+        self.export(chain, molecule, to_xyz)
+    }
+
+    /// A finished molecule of a chain as SDF text (bonds inferred from distances).
+    pub fn sdf(&self, chain: usize, molecule: usize) -> Result<String, JsError> {
+        self.export(chain, molecule, to_sdf)
+    }
+
+    fn export(
+        &self,
+        chain: usize,
+        molecule: usize,
+        f: impl Fn(&[f32], &[u8], &str) -> String,
+    ) -> Result<String, JsError> {
+        let inner = self.inner.borrow();
+        let mols = inner
+            .chains
+            .get(chain)
+            .and_then(|c| c.molecules())
             .ok_or_else(|| JsError::new("no finished run to export"))?;
-        Ok(mols
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| !m.failed)
-            .map(|(i, m)| {
-                f(
-                    &m.positions,
-                    &m.types,
-                    &format!("molecule {i} {}", crate::chemistry::formula(&m.types)),
-                )
-            })
-            .collect())
+        let m = mols
+            .get(molecule)
+            .ok_or_else(|| JsError::new(&format!("no molecule {molecule}")))?;
+        if m.failed {
+            return Err(JsError::new(&format!(
+                "molecule {molecule} diverged (non-finite positions); nothing to export"
+            )));
+        }
+        Ok(f(
+            &m.positions,
+            &m.types,
+            &format!(
+                "molecule {molecule} {} (Equivariant, EDM)",
+                formula(&m.types)
+            ),
+        ))
     }
 }
 
-fn to_js(frame: &Frame, total: usize) -> Result<JsValue, JsError> {
-    let f = JsFrame {
-        step: frame.step,
-        total,
-        t: frame.t,
-        finished: frame.finished,
-        molecules: frame
+async fn step_chains(chains: &mut [Chain], k: usize) -> crate::Result<JsValue> {
+    if chains.is_empty() {
+        return Err(crate::Error::Input("no run: call start() first".into()));
+    }
+    let mut frames = Vec::new();
+    for c in chains.iter_mut() {
+        if k > 0 && !c.finished() {
+            c.advance(k).await?;
+        }
+        frames.push(c.frame().await?);
+    }
+    let (f0, total) = &frames[0];
+    let js_chains: Vec<Vec<JsMolecule>> = frames
+        .iter()
+        .zip(chains.iter())
+        .map(|((f, _), chain)| {
+            f.molecules
+                .iter()
+                .enumerate()
+                .map(|(b, m)| {
+                    let failed = chain
+                        .molecules()
+                        .and_then(|ms| ms.get(b))
+                        .is_some_and(|m| m.failed);
+                    js_molecule(&m.positions, &m.types, failed)
+                })
+                .collect()
+        })
+        .collect();
+    let (ghost, deviation) = if frames.len() > 1 {
+        let g = chains[1].transform().clone();
+        let ghost: Vec<Vec<f32>> = frames[1]
+            .0
             .molecules
             .iter()
-            .map(|m| JsMolecule {
-                positions: m.positions.clone(),
-                types: m.types.clone(),
-            })
-            .collect(),
+            .enumerate()
+            .map(|(b, m)| unapply(&g, b, &m.positions))
+            .collect();
+        let dev = ghost
+            .iter()
+            .zip(&f0.molecules)
+            .flat_map(|(gh, m)| gh.iter().zip(&m.positions).map(|(a, b)| (a - b).abs()))
+            .fold(0.0f32, f32::max);
+        (Some(ghost), Some(dev))
+    } else {
+        (None, None)
     };
-    serde_wasm_bindgen::to_value(&f).map_err(|e| JsError::new(&e.to_string()))
+    let frame = JsFrame {
+        step: f0.step,
+        total: *total,
+        t: f0.t,
+        finished: f0.finished,
+        chains: js_chains,
+        ghost,
+        deviation,
+    };
+    serde_wasm_bindgen::to_value(&frame).map_err(|e| crate::Error::Input(e.to_string()))
 }
 
-/// Start-up: panic hook, then a self-test that samples with a small random model and reports in the page.
+async fn retarget(chains: &mut [Chain], t: &JsTransform) -> Result<(), JsError> {
+    if chains.len() < 2 {
+        return Err(JsError::new(
+            "no equivariance run: start with equivariance: true",
+        ));
+    }
+    let z = chains[0].state().await.map_err(js_err)?;
+    let g = t.to_transform(z.len())?;
+    let gz: Vec<Vec<f32>> = z
+        .iter()
+        .enumerate()
+        .map(|(b, zb)| apply(&g, b, zb))
+        .collect();
+    chains[1].retarget(g, gz).await.map_err(js_err)
+}
+
+/// Start-up: panic hook, then (in a page with `#selftest`) a self-test that samples with a small random model.
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();

@@ -17,6 +17,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     /// "name (backend, device type)" of the adapter in use.
     pub adapter: String,
+    /// A software rasteriser (lavapipe, SwiftShader, WARP): correct, but slower than the CPU path.
+    pub software: bool,
     faults: Arc<Mutex<Faults>>,
 }
 
@@ -33,7 +35,25 @@ impl GpuContext {
             .await
             .map_err(|e| Error::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
-        let name = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        let parts: Vec<&str> = [
+            info.name.as_str(),
+            info.driver.as_str(),
+            info.driver_info.as_str(),
+        ]
+        .into_iter()
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+        let title = if parts.is_empty() {
+            "unnamed adapter".to_string()
+        } else {
+            parts.join(", ")
+        };
+        let name = format!("{title} ({:?}, {:?})", info.backend, info.device_type);
+        let lower = format!("{} {} {}", info.name, info.driver, info.driver_info).to_lowercase();
+        let software = info.device_type == wgpu::DeviceType::Cpu
+            || ["swiftshader", "llvmpipe", "lavapipe", "warp"]
+                .iter()
+                .any(|s| lower.contains(s));
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("equivariant"),
@@ -62,6 +82,7 @@ impl GpuContext {
             device,
             queue,
             adapter: name,
+            software,
             faults,
         })
     }

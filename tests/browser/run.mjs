@@ -26,7 +26,7 @@ test('the page loads and the wasm CPU sampler runs (served under a sub-path)', a
   try {
     await page.goto(`http://127.0.0.1:${server.address().port}/equivariant/`);
     const status = page.locator('#selftest');
-    await page.waitForSelector('#selftest[data-state="done"], #selftest[data-state="error"]', { timeout: 60000 });
+    await page.waitForSelector('#selftest[data-state="done"], #selftest[data-state="error"]', { timeout: 60000, state: 'attached' });
     const text = await status.textContent();
     await page.screenshot({ path: path.join(ARTIFACTS, 'selftest.png') });
     if ((await status.getAttribute('data-state')) !== 'done') throw new Error(`self-test failed: ${text}`);
@@ -38,6 +38,136 @@ test('the page loads and the wasm CPU sampler runs (served under a sub-path)', a
   } finally {
     await page.close();
     server.close();
+  }
+});
+
+
+// ---------- the app ----------
+const WEIGHTS = fs.readFileSync(path.join(DIST, 'weights/edm_qm9_9x128.safetensors'));
+
+async function openApp(browser, query, { override = {} } = {}) {
+  const server = await serve(DIST, { prefix: '/equivariant/', override });
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`http://127.0.0.1:${server.address().port}/equivariant/?${query}`);
+  const close = async () => { await context.close(); server.close(); };
+  return { page, errors, close };
+}
+
+async function waitState(page, states, timeout) {
+  const sel = states.map((s) => `[data-testid="status"][data-state="${s}"]`).join(', ');
+  await page.waitForSelector(sel, { timeout });
+  return page.locator('[data-testid="status"]').getAttribute('data-state');
+}
+
+async function generateAndFinish(page, shot) {
+  if ((await waitState(page, ['ready', 'error'], 120000)) !== 'ready') {
+    throw new Error(`app did not become ready: ${await page.locator('[data-testid="status"]').textContent()}`);
+  }
+  await page.getByTestId('generate').click();
+  const end = await waitState(page, ['done', 'error'], 240000);
+  await page.screenshot({ path: path.join(ARTIFACTS, shot) });
+  if (end !== 'done') throw new Error(`run failed: ${await page.locator('[data-testid="status"]').textContent()}`);
+  const drawn = Number(await page.getByTestId('viewer').getAttribute('data-frames-drawn'));
+  const backend = await page.getByTestId('backend').getAttribute('data-backend');
+  const rate = await page.getByTestId('progress-text').getAttribute('data-steps-per-second');
+  const first = await page.getByTestId('status').getAttribute('data-first-frame-ms');
+  return { drawn, backend, rate, first };
+}
+
+test('app: a 50-step generation with the shipped weights on WebGPU draws the chain', async (browser) => {
+  const { page, errors, close } = await openApp(browser, 'steps=50&seed=3&atoms=qm9&batch=1&backend=webgpu');
+  try {
+    const r = await generateAndFinish(page, 'app-webgpu-done.png');
+    console.log(`     backend ${r.backend}, ${r.drawn} frames drawn, ${r.rate} steps/s, first frame ${r.first} ms`);
+    if (r.backend !== 'webgpu') throw new Error(`expected the WebGPU backend, got ${r.backend}: ${await page.getByTestId('backend').textContent()}`);
+    if (r.drawn < 10) throw new Error(`only ${r.drawn} distinct frames drawn`);
+    const info = await page.getByTestId('info').textContent();
+    if (!/atoms/.test(info)) throw new Error(`no molecule info: ${info}`);
+    if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
+  } finally {
+    await close();
+  }
+});
+
+test('app: exports download and parse (XYZ, SDF, trajectory)', async (browser) => {
+  const { page, close } = await openApp(browser, 'steps=50&seed=5&atoms=12&batch=1&backend=cpu');
+  try {
+    await generateAndFinish(page, 'app-exports.png');
+    const grab = async (testid) => {
+      const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId(testid).click()]);
+      return fs.readFileSync(await dl.path(), 'utf8');
+    };
+    const xyz = (await grab('export-xyz')).trim().split('\n');
+    if (Number(xyz[0]) !== 12 || xyz.length !== 14) throw new Error(`bad XYZ:\n${xyz.join('\n')}`);
+    for (const line of xyz.slice(2)) {
+      const f = line.trim().split(/\s+/);
+      if (!['H', 'C', 'N', 'O', 'F'].includes(f[0]) || f.slice(1).some((v) => !Number.isFinite(Number(v)))) throw new Error(`bad XYZ line ${line}`);
+    }
+    const sdf = (await grab('export-sdf')).split('\n');
+    const counts = sdf[3] || '';
+    if (Number(counts.slice(0, 3)) !== 12 || !counts.includes('V2000') || !sdf.some((l) => l.startsWith('M  END'))) throw new Error(`bad SDF:\n${sdf.slice(0, 5).join('\n')}`);
+    const nb = Number(counts.slice(3, 6));
+    for (const l of sdf.slice(4 + 12, 4 + 12 + nb)) {
+      const [a, b, o] = [Number(l.slice(0, 3)), Number(l.slice(3, 6)), Number(l.slice(6, 9))];
+      if (!(a >= 1 && a <= 12 && b >= 1 && b <= 12 && o >= 1 && o <= 3)) throw new Error(`bad SDF bond line ${l}`);
+    }
+    const traj = (await grab('export-trajectory')).trim().split('\n');
+    if (traj.length < 14 * 10) throw new Error(`trajectory has only ${traj.length} lines`);
+  } finally {
+    await close();
+  }
+});
+
+test('app: live equivariance with a random rotation stays below 1e-3 Å', async (browser) => {
+  const { page, close } = await openApp(browser, 'steps=50&seed=7&atoms=10&batch=1&eq=1');
+  try {
+    if ((await waitState(page, ['ready', 'error'], 120000)) !== 'ready') throw new Error('not ready');
+    await page.getByTestId('g-rotate').click(); // g before the run
+    await page.getByTestId('generate').click();
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="progress"]').dataset.step || 0) >= 10, null, { timeout: 120000 });
+    await page.getByTestId('g-rotate').click(); // and a new g mid-run
+    await page.getByTestId('g-reflect').click();
+    const end = await waitState(page, ['done', 'error'], 240000);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'app-equivariance.png') });
+    if (end !== 'done') throw new Error(await page.getByTestId('status').textContent());
+    const dev = Number(await page.getByTestId('deviation').getAttribute('data-value'));
+    console.log(`     deviation ${dev.toExponential(2)} Å on ${await page.getByTestId('backend').getAttribute('data-backend')}`);
+    if (!(dev < 1e-3)) throw new Error(`deviation ${dev} Å`);
+  } finally {
+    await close();
+  }
+});
+
+test('app: a corrupted weights file shows a clear error', async (browser) => {
+  const broken = Buffer.from(WEIGHTS.subarray(0, 100000));
+  const { page, close } = await openApp(browser, 'steps=50', { override: { '/weights/edm_qm9_9x128.safetensors': broken } });
+  try {
+    await waitState(page, ['error', 'ready'], 120000);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'app-corrupted-weights.png') });
+    const text = await page.getByTestId('status').textContent();
+    if (!/corrupted or truncated/.test(text)) throw new Error(`expected a corrupted-weights message, got: ${text}`);
+  } finally {
+    await close();
+  }
+});
+
+const NO_GPU_ARGS = ARGS.filter((a) => !/webgpu|vulkan/i.test(a));
+test('app: without WebGPU the CPU path generates', async () => {
+  const noGpu = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: NO_GPU_ARGS });
+  const { page, close } = await openApp(noGpu, 'steps=50&seed=3&atoms=qm9&batch=1');
+  try {
+    const r = await generateAndFinish(page, 'app-cpu-done.png');
+    console.log(`     backend ${r.backend}, ${r.drawn} frames drawn, ${r.rate} steps/s, first frame ${r.first} ms`);
+    if (r.backend !== 'cpu') throw new Error(`expected the CPU path, got ${r.backend}`);
+    if (r.drawn < 10) throw new Error(`only ${r.drawn} distinct frames drawn`);
+    const label = await page.getByTestId('backend').textContent();
+    if (!/WebGPU/.test(label)) throw new Error(`the label should say why WebGPU is not used: ${label}`);
+  } finally {
+    await close();
+    await noGpu.close();
   }
 });
 

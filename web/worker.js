@@ -1,0 +1,150 @@
+// The sampler in a dedicated Web Worker, so the page (and its viewer) stays responsive. Loads the wasm module,
+// fetches the weights once through the Cache API (checked against the SHA-256 of weights/manifest.json), opens
+// WebGPU or falls back to the CPU, and streams frames to the page. A lost GPU device switches to the CPU.
+import init, { Generator } from './equivariant.js';
+
+const post = (type, data = {}) => self.postMessage({ type, ...data });
+let gen = null;
+let weightBytes = null;
+let run = null; // {options, paused, stop}
+let busy = Promise.resolve();
+
+async function sha256Hex(bytes) {
+  const d = await crypto.subtle.digest('SHA-256', bytes);
+  return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function download(url, total) {
+  const resp = await fetch(url);
+  if (!resp.ok) throw new Error(`weights download failed: HTTP ${resp.status} for ${url}`);
+  const reader = resp.body.getReader();
+  const chunks = [];
+  let got = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    got += value.length;
+    post('progress', { phase: 'download', fraction: total ? Math.min(got / total, 1) : 0 });
+  }
+  const out = new Uint8Array(got);
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out;
+}
+
+async function loadWeights(base) {
+  const mresp = await fetch(new URL('weights/manifest.json', base));
+  if (!mresp.ok) throw new Error(`weights manifest missing (HTTP ${mresp.status})`);
+  const manifest = await mresp.json();
+  const url = new URL(`weights/${manifest.file}`, base).href;
+  const cache = self.caches ? await self.caches.open('equivariant-weights-v1') : null;
+  let bytes = null;
+  if (cache) {
+    const hit = await cache.match(url);
+    if (hit) bytes = new Uint8Array(await hit.arrayBuffer());
+  }
+  if (bytes && (await sha256Hex(bytes)) !== manifest.sha256) {
+    await cache.delete(url); // a stale or damaged cached copy: fetch again
+    bytes = null;
+  }
+  if (!bytes) {
+    bytes = await download(url, manifest.bytes);
+    post('progress', { phase: 'verify', fraction: 1 });
+    const got = await sha256Hex(bytes);
+    if (got !== manifest.sha256) {
+      throw new Error(`weights file ${manifest.file} is corrupted or truncated: SHA-256 ${got.slice(0, 12)}…, expected ${manifest.sha256.slice(0, 12)}… (${bytes.length} of ${manifest.bytes} bytes)`);
+    }
+    if (cache) await cache.put(url, new Response(bytes));
+  }
+  return bytes;
+}
+
+async function open(backend) {
+  gen = await Generator.create(weightBytes, backend);
+  post('ready', { backend: gen.backend, adapter: gen.adapter, fallbackReason: gen.fallbackReason ?? null, model: gen.model });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function runLoop(r) {
+  gen.start(r.options);
+  let frame = await gen.step(0);
+  post('frame', { frame });
+  let k = 1;
+  // enough frames to watch even a short run condense: at most total/60 evaluations per frame
+  const kMax = Math.max(1, Math.min(50, Math.floor(frame.total / 60)));
+  while (!frame.finished && !r.stop) {
+    if (r.transform) {
+      const g = r.transform;
+      r.transform = null;
+      await gen.setTransform(g);
+      post('transformed', {});
+    }
+    if (r.paused) { await sleep(50); continue; }
+    const t0 = performance.now();
+    try {
+      frame = await gen.step(k);
+    } catch (e) {
+      const msg = String(e?.message ?? e);
+      if (/device lost|GPU/i.test(msg) && gen.backend === 'webgpu') {
+        post('gpu-lost', { reason: msg });
+        await open('cpu');
+        return runLoop(r); // restart the same run (same seed, same molecules) on the CPU
+      }
+      throw e;
+    }
+    const dt = performance.now() - t0;
+    // about 30 frames per second to the page, whatever the speed of a step
+    k = Math.max(1, Math.min(kMax, Math.round((k * 33) / Math.max(dt, 1))));
+    post('frame', { frame, ms: dt, k });
+  }
+  r.finished = true;
+  post(r.stop ? 'stopped' : 'done', {});
+}
+
+function serial(fn) {
+  busy = busy.then(fn).catch((e) => post('error', { message: String(e?.message ?? e) }));
+  return busy;
+}
+
+self.onmessage = (e) => {
+  const m = e.data;
+  switch (m.type) {
+    case 'init':
+      serial(async () => {
+        await init({ module_or_path: new URL('equivariant_bg.wasm', import.meta.url) });
+        weightBytes = await loadWeights(m.base);
+        await open(m.backend || 'auto');
+      });
+      break;
+    case 'start':
+      if (run) run.stop = true;
+      run = { options: m.options, paused: false, stop: false };
+      serial(() => runLoop(run));
+      break;
+    case 'pause':
+      if (run) run.paused = true;
+      break;
+    case 'resume':
+      if (run) run.paused = false;
+      break;
+    case 'stop':
+      if (run) run.stop = true;
+      break;
+    case 'transform':
+      // applied between two steps of the running chain (the generator's calls must not overlap)
+      if (run && !run.stop && !run.finished) run.transform = m.transform;
+      break;
+    case 'export':
+      try {
+        const text = m.format === 'sdf' ? gen.sdf(m.chain, m.molecule) : gen.xyz(m.chain, m.molecule);
+        post('export', { format: m.format, text, molecule: m.molecule });
+      } catch (err) {
+        post('error', { message: String(err?.message ?? err) });
+      }
+      break;
+    default:
+      post('error', { message: `unknown message ${m.type}` });
+  }
+};
