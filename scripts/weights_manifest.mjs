@@ -3,7 +3,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 
-const file = process.argv[2] || 'edm_qm9_9x128.safetensors';
+const file = process.argv.slice(2).find((a) => !a.startsWith('--')) || 'edm_qm9_9x128.safetensors';
 const bytes = fs.readFileSync(`weights/${file}`);
 const manifest = { file, sha256: crypto.createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length };
 if (process.argv.includes('--check')) {
