@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs every test: formatting, lints (native and wasm), the Rust unit and
-# integration tests, the Python trainer tests, the wasm build and the browser tests in headless Chromium.
+# integration tests (GPU tests on lavapipe), the Python trainer tests, the wasm build, the browser tests of the app
+# and of the npm package in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -28,4 +29,7 @@ log "wasm build (trunk)"
 trunk build --release
 log "browser tests (headless Chromium)"
 node tests/browser/run.mjs
+log "npm package (build, pack, install, use in Chromium)"
+scripts/build_npm.sh
+node tests/npm/run.mjs
 log "all tests passed"

@@ -183,7 +183,7 @@ worker.onmessage = (e) => {
       break;
   }
 };
-worker.postMessage({ type: 'init', base: new URL('./', location.href).href, backend: params.get('backend') || 'auto' });
+worker.postMessage({ type: 'init', manifestUrl: new URL('weights/manifest.json', location.href).href, backend: params.get('backend') || 'auto' });
 status('loading', t('loading'));
 
 // ---------- runs ----------

@@ -33,11 +33,17 @@ async function download(url, total) {
   return out;
 }
 
-async function loadWeights(base) {
-  const mresp = await fetch(new URL('weights/manifest.json', base));
-  if (!mresp.ok) throw new Error(`weights manifest missing (HTTP ${mresp.status})`);
+// manifestUrl: weights/manifest.json (file, sha256, bytes) next to the weights; or weightsUrl alone (a custom
+// file: no checksum to compare, safetensors validation still names any bad tensor).
+async function loadWeights({ manifestUrl, weightsUrl }) {
+  if (weightsUrl && !manifestUrl) {
+    const bytes = await download(weightsUrl, 0);
+    return bytes;
+  }
+  const mresp = await fetch(manifestUrl);
+  if (!mresp.ok) throw new Error(`weights manifest missing: HTTP ${mresp.status} for ${manifestUrl}`);
   const manifest = await mresp.json();
-  const url = new URL(`weights/${manifest.file}`, base).href;
+  const url = new URL(manifest.file, manifestUrl).href;
   const cache = self.caches ? await self.caches.open('equivariant-weights-v1') : null;
   let bytes = null;
   if (cache) {
@@ -114,7 +120,7 @@ self.onmessage = (e) => {
     case 'init':
       serial(async () => {
         await init({ module_or_path: new URL('equivariant_bg.wasm', import.meta.url) });
-        weightBytes = await loadWeights(m.base);
+        weightBytes = await loadWeights(m);
         await open(m.backend || 'auto');
       });
       break;
@@ -139,7 +145,7 @@ self.onmessage = (e) => {
     case 'export':
       try {
         const text = m.format === 'sdf' ? gen.sdf(m.chain, m.molecule) : gen.xyz(m.chain, m.molecule);
-        post('export', { format: m.format, text, molecule: m.molecule });
+        post('export', { format: m.format, text, molecule: m.molecule, id: m.id });
       } catch (err) {
         post('error', { message: String(err?.message ?? err) });
       }

@@ -1,0 +1,78 @@
+// The npm package end to end: `npm pack` the built pkg/ (scripts/build_npm.sh), install the tarball into a
+// fresh project, and in headless Chromium generate molecules through the public API from the plain-HTML example
+// (WebGPU on SwiftShader, and backend 'cpu') and from the bundler example (esbuild); frames must arrive and the
+// final XYZ must parse.
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { serve } from '../browser/server.mjs';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+const PKG = path.join(ROOT, 'pkg');
+const ARTIFACTS = path.join(ROOT, 'test-artifacts');
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+if (!fs.existsSync(path.join(PKG, 'package.json'))) throw new Error('pkg/ is missing: run scripts/build_npm.sh');
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'equivariant-npm-'));
+const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--pack-destination', tmp], { cwd: PKG }).toString())[0];
+const tarball = path.join(tmp, packed.filename);
+console.log(`tarball ${packed.filename}: ${(fs.statSync(tarball).size / 1e6).toFixed(2)} MB packed, ${(packed.unpackedSize / 1e6).toFixed(2)} MB unpacked, ${packed.entryCount} files`);
+
+const project = path.join(tmp, 'project');
+fs.mkdirSync(project);
+fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
+execFileSync('npm', ['install', '--no-audit', '--no-fund', '--offline', tarball], { cwd: project, stdio: 'inherit' });
+fs.copyFileSync(path.join(ROOT, 'examples/plain/index.html'), path.join(project, 'index.html'));
+
+// the bundler example, built with esbuild against the installed package
+const bundled = path.join(project, 'bundled');
+fs.mkdirSync(path.join(bundled, 'equivariant'), { recursive: true });
+execFileSync(path.join(ROOT, 'node_modules/.bin/esbuild'), [path.join(ROOT, 'examples/bundler/main.js'), '--bundle', '--format=esm',
+  `--outfile=${path.join(bundled, 'main.js')}`, '--log-level=warning'], { env: { ...process.env, NODE_PATH: path.join(project, 'node_modules') } });
+fs.copyFileSync(path.join(ROOT, 'examples/bundler/index.html'), path.join(bundled, 'index.html'));
+const inst = path.join(project, 'node_modules/equivariant');
+for (const f of ['worker.js', 'equivariant.js', 'equivariant_bg.wasm']) fs.copyFileSync(path.join(inst, f), path.join(bundled, 'equivariant', f));
+fs.cpSync(path.join(inst, 'weights'), path.join(bundled, 'equivariant/weights'), { recursive: true });
+
+const ARGS = ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan',
+  '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run'];
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ARGS });
+const server = await serve(project, { prefix: '/' });
+const port = server.address().port;
+let failed = 0;
+for (const [name, url, backend, minFrames] of [
+  ['plain HTML, backend webgpu', 'index.html?backend=webgpu&steps=30&atoms=9', 'webgpu', 5],
+  ['plain HTML, backend cpu', 'index.html?backend=cpu&steps=100&atoms=9', 'cpu', 5],
+  ['bundler (esbuild), backend cpu', 'bundled/index.html?backend=cpu', 'cpu', 5],
+]) {
+  const page = await browser.newPage();
+  const t0 = Date.now();
+  try {
+    await page.goto(`http://127.0.0.1:${port}/${url}`);
+    await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 240000 });
+    await page.screenshot({ path: path.join(ARTIFACTS, `npm-${name.replace(/\W+/g, '-')}.png`) });
+    const st = page.locator('#status');
+    if ((await st.getAttribute('data-state')) !== 'done') throw new Error(await st.textContent());
+    if ((await st.getAttribute('data-backend')) !== backend) throw new Error(`backend ${await st.getAttribute('data-backend')}, expected ${backend}`);
+    const frames = Number(await st.getAttribute('data-frames'));
+    if (frames < minFrames) throw new Error(`only ${frames} frames arrived`);
+    const xyz = (await page.locator('#xyz').textContent()).trim().split('\n');
+    const n = Number(xyz[0]);
+    if (n !== 9 || xyz.length !== n + 2 || xyz.slice(2).some((l) => l.trim().split(/\s+/).slice(1).some((v) => !Number.isFinite(Number(v))))) {
+      throw new Error(`final XYZ does not parse:\n${xyz.join('\n')}`);
+    }
+    console.log(`ok   ${name}: ${frames} frames, ${await st.textContent()} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${name}\n     ${e.stack || e}`);
+  } finally {
+    await page.close();
+  }
+}
+await browser.close();
+server.close();
+fs.rmSync(tmp, { recursive: true, force: true });
+process.exit(failed ? 1 : 0);
