@@ -152,7 +152,7 @@ worker.onmessage = (e) => {
       state.frames = [];
       break;
     case 'frame':
-      onFrame(m.frame);
+      onFrame(m.frame, m.rate);
       break;
     case 'transformed':
       break;
@@ -231,19 +231,17 @@ $('stop').addEventListener('click', () => worker.postMessage({ type: 'stop' }));
 $('random-seed').addEventListener('click', () => { $('seed').value = String(Math.floor(Math.random() * 2 ** 31)); writeUrl(); });
 for (const id of ['atoms', 'steps', 'batch', 'seed']) $(id).addEventListener('change', writeUrl);
 
-function onFrame(frame) {
+function onFrame(frame, rate = 0) {
   if (state.firstFrameMs === null && frame.step > 0) {
     state.firstFrameMs = performance.now() - state.startedAt;
     $('status').dataset.firstFrameMs = String(Math.round(state.firstFrameMs));
   }
   state.frames.push(frame);
-  const now = performance.now();
+  // network evaluations per second of the worker's stepping time (pauses and start-up excluded)
   const lr = state.lastRate;
   if (frame.step > 0) {
-    // steps per second since the first frame (the first frame includes start-up)
-    if (lr.step === 0) { lr.time = now; lr.step = frame.step; }
-    else if (now > lr.time) lr.rate = ((frame.step - lr.step) * 1000) / (now - lr.time);
-    $('progress-text').dataset.stepsPerSecond = lr.rate.toFixed(2);
+    lr.rate = rate;
+    $('progress-text').dataset.stepsPerSecond = rate.toFixed(2);
   }
   $('progress').value = frame.step / frame.total;
   $('progress').dataset.step = String(frame.step);

@@ -76,7 +76,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function runLoop(r) {
   gen.start(r.options);
   let frame = await gen.step(0);
-  post('frame', { frame });
+  post('frame', { frame, rate: 0 });
+  let busyMs = 0; // time spent stepping (pauses excluded)
   let k = 1;
   // enough frames to watch even a short run condense: at most total/60 evaluations per frame
   const kMax = Math.max(1, Math.min(50, Math.floor(frame.total / 60)));
@@ -101,9 +102,10 @@ async function runLoop(r) {
       throw e;
     }
     const dt = performance.now() - t0;
+    busyMs += dt;
     // about 30 frames per second to the page, whatever the speed of a step
     k = Math.max(1, Math.min(kMax, Math.round((k * 33) / Math.max(dt, 1))));
-    post('frame', { frame, ms: dt, k });
+    post('frame', { frame, ms: dt, k, rate: (frame.step * 1000) / Math.max(busyMs, 1) });
   }
   r.finished = true;
   post(r.stop ? 'stopped' : 'done', {});
