@@ -121,15 +121,17 @@ test('app: exports download and parse (XYZ, SDF, trajectory)', async (browser) =
   }
 });
 
-test('app: live equivariance with a random rotation stays below 1e-3 Å', async (browser) => {
+test('app: live equivariance (rotation, reflection, permutation, translation, also mid-run) stays below 1e-3 Å', async (browser) => {
   const { page, close } = await openApp(browser, 'steps=50&seed=7&atoms=10&batch=1&eq=1');
   try {
     if ((await waitState(page, ['ready', 'error'], 120000)) !== 'ready') throw new Error('not ready');
     await page.getByTestId('g-rotate').click(); // g before the run
     await page.getByTestId('generate').click();
     await page.waitForFunction(() => Number(document.querySelector('[data-testid="progress"]').dataset.step || 0) >= 10, null, { timeout: 120000 });
-    await page.getByTestId('g-rotate').click(); // and a new g mid-run
+    await page.getByTestId('g-rotate').click(); // and a new g mid-run: rotation, reflection, renumbered atoms
     await page.getByTestId('g-reflect').click();
+    await page.getByTestId('g-permute').click();
+    await page.getByTestId('g-translate').click();
     const end = await waitState(page, ['done', 'error'], 240000);
     await page.screenshot({ path: path.join(ARTIFACTS, 'app-equivariance.png') });
     if (end !== 'done') throw new Error(await page.getByTestId('status').textContent());
