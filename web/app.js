@@ -101,8 +101,11 @@ $('g-translate').addEventListener('click', () => {
   sendTransform();
 });
 $('g-permute').addEventListener('click', () => {
-  const n = state.frames.length ? state.frames[state.frames.length - 1].chains[0][0].types.length : Number(atomsSel.value) || 0;
-  if (!n) return;
+  // one permutation for every molecule: only when they all have the same number of atoms
+  const last = state.frames.at(-1);
+  const sizes = last ? new Set(last.chains[0].map((m) => m.types.length)) : new Set([Number(atomsSel.value) || 0]);
+  const n = sizes.size === 1 ? [...sizes][0] : 0;
+  if (!n) { status(state.running ? 'running' : 'ready', t('permuteNeedsSize')); return; }
   const p = [...Array(n).keys()];
   for (let i = n - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [p[i], p[j]] = [p[j], p[i]]; }
   state.g.permutation = p;

@@ -17,6 +17,7 @@ export const STRINGS = {
     gpuLost: 'The GPU device was lost ({reason}); continuing on the CPU.',
     error: 'Error: {msg}', info: '{formula}: {n} atoms, {stable} of {n} atoms stable, molecule {mstable}',
     stable: 'stable', unstable: 'not stable', diverged: 'diverged (non-finite)',
+    permuteNeedsSize: 'Permuting atoms needs molecules of one size: choose a fixed number of atoms.',
   },
   zh: {
     tagline: '看三维分子从噪声中凝聚成形：EDM（E(3) 等变扩散模型）及其 EGNN 去噪网络，完全在浏览器中运行。',
@@ -35,6 +36,7 @@ export const STRINGS = {
     gpuLost: 'GPU 设备丢失（{reason}）；已切换到 CPU 继续。',
     error: '错误：{msg}', info: '{formula}：{n} 个原子，{stable} / {n} 个原子稳定，分子{mstable}',
     stable: '稳定', unstable: '不稳定', diverged: '发散（非有限值）',
+    permuteNeedsSize: '置换原子需要所有分子的原子数相同：请选择固定的原子数。',
   },
 };
 
