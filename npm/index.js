@@ -93,7 +93,9 @@ export class Generator {
     const queue = [];
     let ended = null;
     let wake = null;
+    const run = this.#nextId++;
     const l = (m) => {
+      if (m.run !== undefined && m.run !== run) return; // from an earlier, cancelled run
       if (m.type === 'frame') queue.push(m.frame);
       else if (m.type === 'done' || m.type === 'stopped') ended = { ok: true };
       else if (m.type === 'error') ended = { error: new Error(m.message) };
@@ -105,6 +107,7 @@ export class Generator {
     signal?.addEventListener('abort', abort);
     this.#worker.postMessage({
       type: 'start',
+      run,
       options: { molecules: batch, atoms, steps, seed, equivariance: !!transform, transform },
     });
     try {

@@ -152,18 +152,25 @@ impl Chain {
             Chain::Gpu(s) => s.state().await,
         }
     }
+    /// New g, and g·z as the state (a diverged molecule, whose z is not finite, keeps its state). g is validated
+    /// by `set_transform` before anything changes.
     async fn retarget(&mut self, g: Transform, z: Vec<Vec<f32>>) -> crate::Result<()> {
+        let finite = |zb: &[f32]| zb.iter().all(|v| v.is_finite());
         match self {
             Chain::Cpu(s) => {
                 s.set_transform(g)?;
                 for (b, zb) in z.into_iter().enumerate() {
-                    s.set_state(b, zb)?;
+                    if finite(&zb) {
+                        s.set_state(b, zb)?;
+                    }
                 }
             }
             Chain::Gpu(s) => {
                 s.set_transform(g)?;
                 for (b, zb) in z.into_iter().enumerate() {
-                    s.set_state(b, zb).await?;
+                    if finite(&zb) {
+                        s.set_state(b, zb).await?;
+                    }
                 }
             }
         }
@@ -189,6 +196,8 @@ struct Inner {
     adapter: String,
     fallback: Option<String>,
     chains: Vec<Chain>,
+    /// An async call (step, setTransform) holds the chains.
+    busy: bool,
 }
 
 /// A molecule generator: weights, a backend, and the chains of the current run.
@@ -307,6 +316,7 @@ impl Generator {
                 adapter,
                 fallback,
                 chains: Vec::new(),
+                busy: false,
             })),
         })
     }
@@ -345,6 +355,11 @@ impl Generator {
         let o: RunOptions = serde_wasm_bindgen::from_value(options)
             .map_err(|e| JsError::new(&format!("options: {e}")))?;
         let mut inner = self.inner.borrow_mut();
+        if inner.busy {
+            return Err(JsError::new(
+                "a step is still running: await it before starting another run",
+            ));
+        }
         let base = SamplerConfig {
             molecules: o.molecules,
             atoms: o
@@ -381,9 +396,9 @@ impl Generator {
     pub fn step(&self, k: usize) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            let mut chains = std::mem::take(&mut inner.borrow_mut().chains);
+            let mut chains = take_chains(&inner)?;
             let result = step_chains(&mut chains, k).await;
-            inner.borrow_mut().chains = chains;
+            give_back(&inner, chains);
             result.map_err(|e| JsValue::from(js_err(e)))
         })
     }
@@ -396,9 +411,9 @@ impl Generator {
         wasm_bindgen_futures::future_to_promise(async move {
             let t: JsTransform = serde_wasm_bindgen::from_value(transform)
                 .map_err(|e| JsValue::from(JsError::new(&format!("transform: {e}"))))?;
-            let mut chains = std::mem::take(&mut inner.borrow_mut().chains);
+            let mut chains = take_chains(&inner)?;
             let result = retarget(&mut chains, &t).await;
-            inner.borrow_mut().chains = chains;
+            give_back(&inner, chains);
             result.map_err(JsValue::from)?;
             Ok(JsValue::UNDEFINED)
         })
@@ -421,6 +436,11 @@ impl Generator {
         f: impl Fn(&[f32], &[u8], &str) -> String,
     ) -> Result<String, JsError> {
         let inner = self.inner.borrow();
+        if inner.busy {
+            return Err(JsError::new(
+                "a step is still running: await it before exporting",
+            ));
+        }
         let mols = inner
             .chains
             .get(chain)
@@ -443,6 +463,26 @@ impl Generator {
             ),
         ))
     }
+}
+
+/// Takes the chains out for an async call (no RefCell borrow is held across an await); overlapping calls get
+/// an error instead of an empty run.
+fn take_chains(inner: &Rc<RefCell<Inner>>) -> Result<Vec<Chain>, JsValue> {
+    let mut i = inner.borrow_mut();
+    if i.busy {
+        return Err(JsError::new(
+            "another call is still running: await each call of the generator",
+        )
+        .into());
+    }
+    i.busy = true;
+    Ok(std::mem::take(&mut i.chains))
+}
+
+fn give_back(inner: &Rc<RefCell<Inner>>, chains: Vec<Chain>) {
+    let mut i = inner.borrow_mut();
+    i.chains = chains;
+    i.busy = false;
 }
 
 async fn step_chains(chains: &mut [Chain], k: usize) -> crate::Result<JsValue> {

@@ -83,7 +83,7 @@ function randomRotation() {
 }
 
 function sendTransform() {
-  if (state.running) worker.postMessage({ type: 'transform', transform: state.g });
+  if (state.running && state.equivarianceRun) worker.postMessage({ type: 'transform', transform: state.g });
 }
 
 function setEquivarianceVisible() {
@@ -133,6 +133,7 @@ const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'modu
 worker.onerror = (e) => status('error', t('error', { msg: e.message || 'the worker failed to start' }));
 worker.onmessage = (e) => {
   const m = e.data;
+  if (m.run !== undefined && m.run !== state.run) return; // from a run that was replaced
   switch (m.type) {
     case 'progress':
       $('progress').value = m.fraction;
@@ -153,6 +154,10 @@ worker.onmessage = (e) => {
       $('backend').textContent = t('cpuBackend');
       $('backend').dataset.backend = 'cpu';
       state.frames = [];
+      playQueue.length = 0;
+      break;
+    case 'transform-error':
+      status('running', t('error', { msg: m.message }));
       break;
     case 'frame':
       onFrame(m.frame, m.rate);
@@ -194,9 +199,11 @@ function generate() {
   writeUrl();
   const atoms = atomsSel.value === 'qm9' ? undefined : Number(atomsSel.value);
   const equivariance = $('equivariance').checked;
+  state.equivarianceRun = equivariance;
   const molecules = Number($('batch').value);
-  let transform = { ...state.g };
-  if (transform.permutation && (!atoms || transform.permutation.length !== atoms)) transform.permutation = null;
+  if (state.g.permutation && (!atoms || state.g.permutation.length !== atoms)) state.g.permutation = null;
+  const transform = { ...state.g };
+  state.run = (state.run ?? 0) + 1;
   state.frames = [];
   playQueue.length = 0;
   state.scrubbing = false;
@@ -219,6 +226,7 @@ function generate() {
   status('running', t('running'));
   worker.postMessage({
     type: 'start',
+    run: state.run,
     options: { molecules, atoms, steps: Number($('steps').value), seed: Number($('seed').value), equivariance, transform },
   });
 }

@@ -68,12 +68,14 @@ async function loadWeights({ manifestUrl, weightsUrl }) {
 
 async function open(backend) {
   gen = await Generator.create(weightBytes, backend);
-  post('ready', { backend: gen.backend, adapter: gen.adapter, fallbackReason: gen.fallbackReason ?? null, model: gen.model });
+  return { backend: gen.backend, adapter: gen.adapter, fallbackReason: gen.fallbackReason ?? null, model: gen.model };
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// Every message of a run carries its id, so the page can drop what a replaced run still sends.
 async function runLoop(r) {
+  const post = (type, data = {}) => self.postMessage({ type, run: r.id, ...data });
   gen.start(r.options);
   let frame = await gen.step(0);
   post('frame', { frame, rate: 0 });
@@ -85,8 +87,12 @@ async function runLoop(r) {
     if (r.transform) {
       const g = r.transform;
       r.transform = null;
-      await gen.setTransform(g);
-      post('transformed', {});
+      try {
+        await gen.setTransform(g);
+        post('transformed', {});
+      } catch (e) {
+        post('transform-error', { message: String(e?.message ?? e) }); // the run goes on with the previous g
+      }
     }
     if (r.paused) { await sleep(50); continue; }
     const t0 = performance.now();
@@ -95,8 +101,8 @@ async function runLoop(r) {
     } catch (e) {
       const msg = String(e?.message ?? e);
       if (/device lost|GPU/i.test(msg) && gen.backend === 'webgpu') {
-        post('gpu-lost', { reason: msg });
-        await open('cpu');
+        post('gpu-lost', { reason: msg, ...(await open('cpu')) });
+        r.transform = r.options.transform ?? null;
         return runLoop(r); // restart the same run (same seed, same molecules) on the CPU
       }
       throw e;
@@ -123,14 +129,16 @@ self.onmessage = (e) => {
       serial(async () => {
         await init({ module_or_path: new URL('equivariant_bg.wasm', import.meta.url) });
         weightBytes = await loadWeights(m);
-        await open(m.backend || 'auto');
+        post('ready', await open(m.backend || 'auto'));
       });
       break;
-    case 'start':
+    case 'start': {
       if (run) run.stop = true;
-      run = { options: m.options, paused: false, stop: false };
-      serial(() => runLoop(run));
+      const r = { id: m.run, options: m.options, paused: false, stop: false };
+      run = r;
+      serial(() => runLoop(r));
       break;
+    }
     case 'pause':
       if (run) run.paused = true;
       break;
@@ -142,7 +150,7 @@ self.onmessage = (e) => {
       break;
     case 'transform':
       // applied between two steps of the running chain (the generator's calls must not overlap)
-      if (run && !run.stop && !run.finished) run.transform = m.transform;
+      if (run && !run.stop && !run.finished && run.options.equivariance) run.transform = m.transform;
       break;
     case 'export':
       try {

@@ -144,6 +144,11 @@ impl GpuBatch {
         if counts.is_empty() || n_nodes == 0 {
             return Err(Error::Input("a GPU batch needs at least one atom".into()));
         }
+        if let Some(&big) = counts.iter().find(|&&n| n == 0 || n > 32) {
+            return Err(Error::Input(format!(
+                "the GPU kernels handle molecules of 1 to 32 atoms (one 32-thread workgroup each); got {big}"
+            )));
+        }
         if n_nodes > 65_535 || counts.len() > 65_535 {
             return Err(Error::Input(format!(
                 "a GPU batch holds at most 65,535 atoms and molecules; asked for {n_nodes} atoms in {} molecules",

@@ -34,8 +34,9 @@ var<workgroup> geo: array<vec4<f32>, {J}>; // Δ_ij and a validity flag
 var<workgroup> ra: array<vec2<f32>, {J}>;  // (r_ij, d0_ij)
 var<workgroup> info: vec4<u32>;
 
+// exp's argument is clamped: WGSL implementations may assume no infinities
 fn silu(v: f32) -> f32 {
-    return v / (1.0 + exp(-v));
+    return v / (1.0 + exp(min(-v, 80.0)));
 }
 
 @compute @workgroup_size({NF})
@@ -110,7 +111,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) k
             if (geo[e].w != 0.0) {
                 let dotv = s[e * NF];
                 if (op.mode == 0u) {
-                    acc += m[e] / (1.0 + exp(-(dotv + b3)));
+                    acc += m[e] / (1.0 + exp(min(-(dotv + b3), 80.0)));
                 } else {
                     // tanh through exp of a non-positive argument: no inf/inf for large |φ| on any backend
                     let q = exp(-2.0 * abs(dotv));

@@ -29,8 +29,9 @@ const KC: u32 = 64u;
 
 var<workgroup> xs: array<f32, 512>; // ROWS * KC
 
+// exp's argument is clamped: WGSL implementations may assume no infinities
 fn silu(v: f32) -> f32 {
-    return v / (1.0 + exp(-v));
+    return v / (1.0 + exp(min(-v, 80.0)));
 }
 
 @compute @workgroup_size(64)

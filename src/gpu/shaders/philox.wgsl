@@ -34,11 +34,13 @@ fn uniform01(bits: u32) -> f32 {
     return (f32(bits >> 8u) + 0.5) * (1.0 / 16777216.0);
 }
 
+// cos/sin of 2πu computed as −cos/−sin of 2πu − π: WGSL guarantees their accuracy on [−π, π] only.
 fn normals4(key: vec2<u32>, counter: vec4<u32>) -> vec4<f32> {
     let b = philox(counter, key);
+    let pi = 3.14159265358979323846;
     let r0 = sqrt(-2.0 * log(uniform01(b.x)));
-    let t0 = 6.28318530717958647692 * uniform01(b.y);
+    let t0 = 2.0 * pi * uniform01(b.y) - pi;
     let r1 = sqrt(-2.0 * log(uniform01(b.z)));
-    let t1 = 6.28318530717958647692 * uniform01(b.w);
-    return vec4<f32>(r0 * cos(t0), r0 * sin(t0), r1 * cos(t1), r1 * sin(t1));
+    let t1 = 2.0 * pi * uniform01(b.w) - pi;
+    return vec4<f32>(-r0 * cos(t0), -r0 * sin(t0), -r1 * cos(t1), -r1 * sin(t1));
 }
