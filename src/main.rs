@@ -406,7 +406,10 @@ fn macs(nf: usize, layers: usize, b: usize, n: usize) -> f64 {
     layers as f64 * (2.0 * edges * nf2 + nodes * 7.0 * nf2) + nodes * 14.0 * nf as f64
 }
 
+/// `equivariant bench`: one table for either backend. Each backend supplies a measurement of one shape (a config
+/// of B molecules of n atoms) returning (ms per network evaluation, ms per denoising step).
 fn bench(
+    backend: Backend,
     weights: Option<PathBuf>,
     nf: usize,
     layers: usize,
@@ -419,13 +422,18 @@ fn bench(
         None => Weights::random(nf, layers, 7),
     };
     let (nf, layers) = (w.config.nf, w.config.n_layers);
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
-    println!("model {layers}x{nf}, backend cpu, threads {threads}");
+    let mut measure: Box<dyn FnMut(SamplerConfig) -> Result<(f64, f64)>> = match backend {
+        Backend::Cpu => {
+            let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
+            println!("model {layers}x{nf}, backend cpu, threads {threads}");
+            Box::new(cpu_measure(&w, seconds)?)
+        }
+        Backend::Gpu => Box::new(gpu_measure(&w, seconds)?),
+    };
     println!(
         "| B | n | ms / evaluation | ms / molecule-evaluation | GFLOP/s | ms / denoising step |"
     );
     println!("|---|---|---|---|---|---|");
-    let mut egnn = Some(Egnn::new(&w)?);
     for &b in &batches {
         for &n in &atoms {
             if n == 0 || n > equivariant::qm9::MAX_ATOMS || b == 0 {
@@ -440,40 +448,7 @@ fn bench(
                 seed: 3,
                 ..Default::default()
             };
-            let model = egnn.take().expect("model");
-            let z: Vec<f32> = {
-                let s = Sampler::new(model, config)?;
-                let z = s.state().iter().flatten().copied().collect();
-                egnn = Some(s.into_denoiser());
-                z
-            };
-            let model = egnn.as_ref().expect("model");
-            let t = vec![0.5f32; b];
-            model.eps(n, &z, &t)?; // warm-up
-            let start = Instant::now();
-            let mut reps = 0;
-            while start.elapsed().as_secs_f64() < seconds || reps < 2 {
-                std::hint::black_box(model.eps(n, &z, &t)?);
-                reps += 1;
-            }
-            let eval_ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
-            // a denoising step = evaluation + noise + update, measured through the sampler
-            let config = SamplerConfig {
-                molecules: b,
-                atoms: AtomCounts::Fixed(n),
-                steps: 1000,
-                seed: 3,
-                ..Default::default()
-            };
-            let mut s = Sampler::new(egnn.take().expect("model"), config)?;
-            let start = Instant::now();
-            let mut steps = 0;
-            while start.elapsed().as_secs_f64() < seconds || steps < 2 {
-                s.step()?;
-                steps += 1;
-            }
-            let step_ms = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
-            egnn = Some(s.into_denoiser());
+            let (eval_ms, step_ms) = measure(config)?;
             let gflops = 2.0 * macs(nf, layers, b, n) / (eval_ms * 1e-3) / 1e9;
             println!(
                 "| {b} | {n} | {eval_ms:.2} | {:.3} | {gflops:.1} | {step_ms:.2} |",
@@ -485,81 +460,88 @@ fn bench(
     Ok(())
 }
 
-/// The same table as `bench` on the GPU backend: evaluations are encoded back to back in one submit (no
-/// read-back), and a denoising step is the sampler's on-device step (evaluation + noise + update), 20 per submit.
-fn bench_gpu(
-    weights: Option<PathBuf>,
-    nf: usize,
-    layers: usize,
-    batches: Vec<usize>,
-    atoms: Vec<usize>,
+/// CPU: evaluations repeated for `seconds`; a denoising step (evaluation + noise + update) through the sampler.
+fn cpu_measure(
+    w: &Weights,
     seconds: f64,
-) -> Result<()> {
+) -> Result<impl FnMut(SamplerConfig) -> Result<(f64, f64)>> {
+    let mut egnn = Some(Egnn::new(w)?);
+    Ok(move |config: SamplerConfig| {
+        let (b, n) = (config.molecules, fixed_atoms(&config));
+        let s = Sampler::new(egnn.take().expect("model"), config.clone())?;
+        let z: Vec<f32> = s.state().iter().flatten().copied().collect();
+        let model = s.into_denoiser();
+        let t = vec![0.5f32; b];
+        model.eps(n, &z, &t)?; // warm-up
+        let start = Instant::now();
+        let mut reps = 0;
+        while start.elapsed().as_secs_f64() < seconds || reps < 2 {
+            std::hint::black_box(model.eps(n, &z, &t)?);
+            reps += 1;
+        }
+        let eval_ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
+        let mut s = Sampler::new(model, config)?;
+        let start = Instant::now();
+        let mut steps = 0;
+        while start.elapsed().as_secs_f64() < seconds || steps < 2 {
+            s.step()?;
+            steps += 1;
+        }
+        let step_ms = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
+        egnn = Some(s.into_denoiser());
+        Ok((eval_ms, step_ms))
+    })
+}
+
+/// GPU: evaluations encoded back to back in one submit (no read-back), the submit grown until it takes ~1/4 of
+/// the budget; a denoising step is the sampler's on-device step (evaluation + noise + update), 20 per submit.
+fn gpu_measure(
+    w: &Weights,
+    seconds: f64,
+) -> Result<impl FnMut(SamplerConfig) -> Result<(f64, f64)>> {
     use equivariant::gpu::{GpuContext, GpuEgnn, GpuModel, GpuSampler};
     use std::rc::Rc;
-    let w = match weights {
-        Some(p) => load_weights(&p)?,
-        None => Weights::random(nf, layers, 7),
-    };
-    let (nf, layers) = (w.config.nf, w.config.n_layers);
     let ctx = Rc::new(GpuContext::new()?);
+    let (nf, layers) = (w.config.nf, w.config.n_layers);
     println!("model {layers}x{nf}, backend gpu, adapter {}", ctx.adapter);
-    println!(
-        "| B | n | ms / evaluation | ms / molecule-evaluation | GFLOP/s | ms / denoising step |"
-    );
-    println!("|---|---|---|---|---|---|");
-    let model = Rc::new(GpuModel::new(ctx.clone(), &w)?);
+    let model = Rc::new(GpuModel::new(ctx.clone(), w)?);
     let mut egnn = GpuEgnn::new(model.clone());
-    for &b in &batches {
-        for &n in &atoms {
-            if n == 0 || n > equivariant::qm9::MAX_ATOMS || b == 0 {
-                return Err(Error::Input(format!(
-                    "bench: batch {b} x atoms {n} is out of range"
-                )));
-            }
-            let config = SamplerConfig {
-                molecules: b,
-                atoms: AtomCounts::Fixed(n),
-                steps: 1000,
-                seed: 3,
-                ..Default::default()
-            };
-            let mut s = GpuSampler::new(model.clone(), config)?;
-            let z: Vec<f32> = pollster::block_on(s.state())?
-                .into_iter()
-                .flatten()
-                .collect();
-            egnn.eval_only(n, &z, 0.5, 2)?; // warm-up
-                                            // grow the number of evaluations per submit until one submit takes ~1/4 of the budget
-            let mut evals = 1;
-            let eval_ms = loop {
-                let start = Instant::now();
-                egnn.eval_only(n, &z, 0.5, evals)?;
-                let el = start.elapsed().as_secs_f64();
-                if el > seconds / 4.0 || evals >= 4096 {
-                    break el * 1e3 / evals as f64;
-                }
-                evals *= 2;
-            };
-            pollster::block_on(s.advance(2))?;
-            ctx.wait()?;
+    Ok(move |config: SamplerConfig| {
+        let n = fixed_atoms(&config);
+        let mut s = GpuSampler::new(model.clone(), config)?;
+        let z: Vec<f32> = pollster::block_on(s.state())?
+            .into_iter()
+            .flatten()
+            .collect();
+        egnn.eval_only(n, &z, 0.5, 2)?; // warm-up
+        let mut evals = 1;
+        let eval_ms = loop {
             let start = Instant::now();
-            let mut steps = 0;
-            while (start.elapsed().as_secs_f64() < seconds / 4.0 || steps < 20) && steps < 900 {
-                pollster::block_on(s.advance(20))?;
-                ctx.wait()?;
-                steps += 20;
+            egnn.eval_only(n, &z, 0.5, evals)?;
+            let el = start.elapsed().as_secs_f64();
+            if el > seconds / 4.0 || evals >= 4096 {
+                break el * 1e3 / evals as f64;
             }
-            let step_ms = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
-            let gflops = 2.0 * macs(nf, layers, b, n) / (eval_ms * 1e-3) / 1e9;
-            println!(
-                "| {b} | {n} | {eval_ms:.2} | {:.3} | {gflops:.1} | {step_ms:.2} |",
-                eval_ms / b as f64
-            );
-            let _ = std::io::stdout().flush();
+            evals *= 2;
+        };
+        pollster::block_on(s.advance(2))?;
+        ctx.wait()?;
+        let start = Instant::now();
+        let mut steps = 0;
+        while (start.elapsed().as_secs_f64() < seconds / 4.0 || steps < 20) && steps < 900 {
+            pollster::block_on(s.advance(20))?;
+            ctx.wait()?;
+            steps += 20;
         }
+        Ok((eval_ms, start.elapsed().as_secs_f64() * 1e3 / steps as f64))
+    })
+}
+
+fn fixed_atoms(config: &SamplerConfig) -> usize {
+    match config.atoms {
+        AtomCounts::Fixed(n) => n,
+        _ => unreachable!("bench configs use a fixed atom count"),
     }
-    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -605,10 +587,7 @@ fn run(cli: Cli) -> Result<()> {
             atoms,
             seconds,
             backend,
-        } => match backend {
-            Backend::Cpu => bench(weights, nf, layers, batch, atoms, seconds),
-            Backend::Gpu => bench_gpu(weights, nf, layers, batch, atoms, seconds),
-        },
+        } => bench(backend, weights, nf, layers, batch, atoms, seconds),
     }
 }
 

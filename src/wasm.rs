@@ -308,7 +308,6 @@ impl Generator {
                 )))
             }
         };
-        Egnn::new(&weights).map_err(js_err)?; // validates the CPU layout too
         Ok(Generator {
             inner: Rc::new(RefCell::new(Inner {
                 weights,

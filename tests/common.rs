@@ -61,6 +61,28 @@ pub fn transform_positions(
         .collect()
 }
 
+/// g applied to `[n, 9]` rows (a state z or a prediction ε̂): row i of the result is row perm[i], its x part
+/// rotated and shifted, its 6 feature channels unchanged. ε̂ transforms with `shift = [0; 3]`.
+pub fn transform_rows(
+    r: &[[f32; 3]; 3],
+    shift: [f32; 3],
+    perm: &[usize],
+    rows: &[f32],
+) -> Vec<f32> {
+    perm.iter()
+        .flat_map(|&p| {
+            let src = &rows[p * 9..p * 9 + 9];
+            let x = rotate(r, &src[..3]);
+            let mut out = [0.0f32; 9];
+            for c in 0..3 {
+                out[c] = x[c] + shift[c];
+            }
+            out[3..].copy_from_slice(&src[3..]);
+            out
+        })
+        .collect()
+}
+
 /// A permutation of 0..n from the seed.
 pub fn permutation(seed: u64, n: usize) -> Vec<usize> {
     let keys = normals(seed, n);

@@ -39,23 +39,10 @@ fn rotations_reflections_translations_and_permutations() {
             let perm = permutation(55 + case as u64, n);
             let shift = [3.0f32, -1.5, 0.25];
             // g·z: atom i of the new input is atom perm[i] of the old, rotated and shifted
-            let mut gz = vec![0.0f32; n * 9];
-            for i in 0..n {
-                let src = &z[perm[i] * 9..perm[i] * 9 + 9];
-                let x = rotate(&r, &src[..3]);
-                for c in 0..3 {
-                    gz[i * 9 + c] = x[c] + shift[c];
-                }
-                gz[i * 9 + 3..i * 9 + 9].copy_from_slice(&src[3..]);
-            }
+            let gz = transform_rows(&r, shift, &perm, &z);
             let geps = egnn.eps(n, &gz, &t).unwrap();
             // expected: ε̂_x rotated (translation-invariant), ε̂_h permuted only
-            let mut want = vec![0.0f32; n * 9];
-            for i in 0..n {
-                let src = &eps[perm[i] * 9..perm[i] * 9 + 9];
-                want[i * 9..i * 9 + 3].copy_from_slice(&rotate(&r, &src[..3]));
-                want[i * 9 + 3..i * 9 + 9].copy_from_slice(&src[3..]);
-            }
+            let want = transform_rows(&r, [0.0; 3], &perm, &eps);
             assert_close(
                 &geps,
                 &want,

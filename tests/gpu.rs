@@ -144,19 +144,8 @@ fn gpu_eps_is_equivariant() {
             let r = random_orthogonal(17 + case as u64, reflect);
             let perm = permutation(65 + case as u64, n);
             let shift = [-2.0f32, 0.5, 4.0];
-            let mut gz = vec![0.0f32; n * 9];
-            let mut want = vec![0.0f32; n * 9];
-            for i in 0..n {
-                let src = &z[perm[i] * 9..perm[i] * 9 + 9];
-                let x = rotate(&r, &src[..3]);
-                for c in 0..3 {
-                    gz[i * 9 + c] = x[c] + shift[c];
-                }
-                gz[i * 9 + 3..i * 9 + 9].copy_from_slice(&src[3..]);
-                let e = &eps[perm[i] * 9..perm[i] * 9 + 9];
-                want[i * 9..i * 9 + 3].copy_from_slice(&rotate(&r, &e[..3]));
-                want[i * 9 + 3..i * 9 + 9].copy_from_slice(&e[3..]);
-            }
+            let gz = transform_rows(&r, shift, &perm, &z);
+            let want = transform_rows(&r, [0.0; 3], &perm, &eps);
             let geps = gpu.eps(n, &gz, &t).unwrap();
             assert_close(
                 &geps,

@@ -37,9 +37,8 @@ impl GpuEgnn {
         Ok(self.batch.as_ref().expect("batch"))
     }
 
-    /// Uploads z and t and encodes `evals` evaluations without reading back (for timing), then waits.
-    pub fn eval_only(&mut self, n: usize, z: &[f32], t: f32, evals: usize) -> Result<()> {
-        let b = z.len() / (n * 9).max(1);
+    /// The batch for `b` molecules of n atoms, loaded with z and a one-entry step table at time t (ε̂ only).
+    fn load(&mut self, n: usize, b: usize, z: &[f32], t: f32) -> Result<&GpuBatch> {
         let batch = self.batch(&vec![n; b])?;
         batch.write_steps(&[StepParams {
             t_norm: t,
@@ -47,6 +46,12 @@ impl GpuEgnn {
         }])?;
         batch.set_counter(0);
         batch.write_z(z)?;
+        Ok(batch)
+    }
+
+    /// Uploads z and t and encodes `evals` evaluations without reading back (for timing), then waits.
+    pub fn eval_only(&mut self, n: usize, z: &[f32], t: f32, evals: usize) -> Result<()> {
+        let batch = self.load(n, z.len() / (n * 9).max(1), z, t)?;
         batch.submit(evals, false)?;
         batch.model().ctx.wait()
     }
@@ -78,13 +83,7 @@ impl Denoiser for GpuEgnn {
                 .iter()
                 .flat_map(|&m| z[m * n * 9..(m + 1) * n * 9].iter().copied())
                 .collect();
-            let batch = self.batch(&vec![n; members.len()])?;
-            batch.write_steps(&[StepParams {
-                t_norm: t[first],
-                ..Default::default()
-            }])?;
-            batch.set_counter(0);
-            batch.write_z(&sub)?;
+            let batch = self.load(n, members.len(), &sub, t[first])?;
             batch.submit(1, false)?;
             let eps = as_f32(&pollster::block_on(batch.read(&[&batch.eps]))?[0]);
             for (k, &m) in members.iter().enumerate() {
