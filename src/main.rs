@@ -114,6 +114,10 @@ enum Command {
         /// Molecules evaluated together
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// CPU backend: batches sampled at once, one per thread (each with one matmul thread unless
+        /// --threads is given); the molecules are the same as with --jobs 1
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
         /// Output file: .xyz or .sdf
@@ -235,6 +239,7 @@ fn sample(
     seed: u64,
     weights: Option<PathBuf>,
     batch: usize,
+    jobs: usize,
     backend: Backend,
     out: PathBuf,
 ) -> Result<()> {
@@ -264,22 +269,28 @@ fn sample(
     let mut text = String::new();
     let mut report = StabilityReport::default();
     let mut failed = 0;
-    let mut engine = Engine::new(backend, &w)?;
-    for c in 0..chunks {
-        let count = batch.min(n - c * batch);
-        // Each chunk uses its own sub-seed so that --batch does not change which molecules a seed gives
-        // only through the molecule index: molecule k of the run is molecule k of seed (seed, k / batch).
-        let config = SamplerConfig {
-            molecules: count,
-            atoms: atoms
-                .map(AtomCounts::Fixed)
-                .unwrap_or(AtomCounts::Histogram),
-            steps,
-            seed: seed.wrapping_add((c as u64) << 32),
-            histogram: w.config.histogram(),
-            ..Default::default()
-        };
-        let mols = engine.sample(config, |k| bar.inc(k))?;
+    // Each chunk uses its own sub-seed so that --batch does not change which molecules a seed gives
+    // only through the molecule index: molecule k of the run is molecule k of seed (seed, k / batch).
+    let chunk_config = |c: usize| SamplerConfig {
+        molecules: batch.min(n - c * batch),
+        atoms: atoms
+            .map(AtomCounts::Fixed)
+            .unwrap_or(AtomCounts::Histogram),
+        steps,
+        seed: seed.wrapping_add((c as u64) << 32),
+        histogram: w.config.histogram(),
+        ..Default::default()
+    };
+    let jobs = jobs.clamp(1, chunks);
+    let results: Vec<Vec<equivariant::sampler::Molecule>> = if backend == Backend::Cpu && jobs > 1 {
+        sample_parallel(&w, chunks, jobs, &chunk_config, &bar)?
+    } else {
+        let mut engine = Engine::new(backend, &w)?;
+        (0..chunks)
+            .map(|c| engine.sample(chunk_config(c), |k| bar.inc(k)))
+            .collect::<Result<_>>()?
+    };
+    for (c, mols) in results.iter().enumerate() {
         for (k, m) in mols.iter().enumerate() {
             let idx = c * batch + k;
             if m.failed {
@@ -313,6 +324,55 @@ fn sample(
         100.0 * report.molecule_stability()
     );
     Ok(())
+}
+
+/// Samples the chunks on `jobs` CPU threads, each with its own model, taking chunks in order from a shared
+/// counter; chunk c's molecules depend only on its config, so the result equals the sequential one.
+fn sample_parallel(
+    w: &Weights,
+    chunks: usize,
+    jobs: usize,
+    chunk_config: &(dyn Fn(usize) -> SamplerConfig + Sync),
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<Vec<equivariant::sampler::Molecule>>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let done: std::sync::Mutex<Vec<Option<Vec<equivariant::sampler::Molecule>>>> =
+        std::sync::Mutex::new(vec![None; chunks]);
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let mut engine = Engine::new(Backend::Cpu, w)?;
+                    loop {
+                        let c = next.fetch_add(1, Ordering::Relaxed);
+                        if c >= chunks {
+                            return Ok(());
+                        }
+                        let mols = engine.sample(chunk_config(c), |k| bar.inc(k));
+                        match mols {
+                            Ok(m) => done.lock().expect("results")[c] = Some(m),
+                            Err(e) => {
+                                // Stop the other workers at their next chunk.
+                                next.store(chunks, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in workers {
+            h.join().expect("sampling thread panicked")?;
+        }
+        Ok(())
+    })?;
+    Ok(done
+        .into_inner()
+        .expect("results")
+        .into_iter()
+        .map(|m| m.expect("every chunk sampled"))
+        .collect())
 }
 
 fn eval(file: PathBuf, json: bool) -> Result<()> {
@@ -553,9 +613,10 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             weights,
             batch,
+            jobs,
             backend,
             out,
-        } => sample(n, atoms, steps, seed, weights, batch, backend, out),
+        } => sample(n, atoms, steps, seed, weights, batch, jobs, backend, out),
         Command::Eval { file, json } => eval(file, json),
         Command::Convert { input, output, f16 } => {
             let w = equivariant::convert::read_torch_checkpoint(&input)?;
@@ -596,6 +657,9 @@ fn main() -> ExitCode {
     if let Some(t) = cli.threads {
         // candle's CPU matmul reads RAYON_NUM_THREADS; set before any tensor work.
         std::env::set_var("RAYON_NUM_THREADS", t.max(1).to_string());
+    } else if matches!(cli.command, Command::Sample { jobs, .. } if jobs > 1) {
+        // Parallel chunks already use the cores; one matmul thread each avoids oversubscription.
+        std::env::set_var("RAYON_NUM_THREADS", "1");
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

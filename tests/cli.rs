@@ -118,6 +118,43 @@ fn sample_writes_files_that_eval_and_parse() {
     assert_eq!(text.matches("M  END").count(), 2);
 }
 
+/// `--jobs` samples batches on several threads; molecule k must not depend on it (nor on --threads).
+#[test]
+fn parallel_batches_give_the_same_molecules() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = tiny_weights(dir.path());
+    let run = |global: &[&str], jobs: &str, name: &str| {
+        let out = dir.path().join(name);
+        let st = bin()
+            .args(global)
+            .args([
+                "sample", "--n", "7", "--batch", "2", "--steps", "6", "--seed", "4",
+            ])
+            .args(["--jobs", jobs, "--weights"])
+            .arg(&w)
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{global:?} --jobs {jobs}");
+        std::fs::read_to_string(&out).unwrap()
+    };
+    let serial = run(&["--threads", "1"], "1", "a.xyz");
+    let mols = equivariant::export::parse_xyz(&serial).unwrap();
+    assert_eq!(mols.len(), 7, "7 molecules in 4 batches");
+    assert_eq!(
+        serial,
+        run(&["--threads", "2"], "1", "b.xyz"),
+        "2 matmul threads"
+    );
+    assert_eq!(serial, run(&[], "3", "c.xyz"), "--jobs 3");
+    assert_eq!(
+        serial,
+        run(&[], "16", "d.xyz"),
+        "--jobs above the batch count"
+    );
+}
+
 #[test]
 fn denoise_json_matches_the_library() {
     let dir = tempfile::tempdir().unwrap();

@@ -45,7 +45,9 @@ def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads: batches of 64 sampled in parallel, one per thread (default: all cores); "
+                         "the molecules do not depend on it")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "equivariant"))
     ap.add_argument("--smiles", default=os.path.join(HERE, "data", "train_smiles.txt"))
     ap.add_argument("--json", default=None, help="write the numbers to this file")
@@ -56,9 +58,7 @@ def main():
         subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     out = args.keep or os.path.join(tempfile.mkdtemp(), "samples.xyz")
     cmd = [args.binary, "sample", "--n", str(args.n), "--steps", str(args.steps), "--seed", str(args.seed),
-           "--weights", args.weights, "--out", out]
-    if args.threads:
-        cmd[1:1] = ["--threads", str(args.threads)]
+           "--weights", args.weights, "--out", out, "--jobs", str(args.threads or os.cpu_count() or 1)]
     t0 = time.time()
     subprocess.check_call(cmd)
     sample_s = time.time() - t0

@@ -175,6 +175,9 @@ def main():
                     help="fraction of molecules whose t is drawn from {0..--t-low-max} instead of {0..T} "
                          "(0 = EDM's uniform t; an experiment to train the low-noise end, where bonds are set)")
     ap.add_argument("--t-low-max", type=int, default=100)
+    ap.add_argument("--lr-decay", action="store_true",
+                    help="after warm-up, decay the learning rate linearly over the --minutes budget to 5 %% of --lr "
+                         "(a fine-tuning chunk that ends at a low learning rate)")
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--eval-minutes", type=float, default=30.0)
     ap.add_argument("--eval-molecules", type=int, default=512)
@@ -269,7 +272,7 @@ def main():
         p["chunks"] = prov["chunks"] + 1
         p["final_loss"] = last_loss
         p["git_commit"] = git_commit()
-        p["recipe"] = (f"AdamW lr {args.lr}, batch {args.batch} grouped by atom count, EMA {args.ema}, "
+        p["recipe"] = (f"AdamW lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "") + f", batch {args.batch} grouped by atom count, EMA {args.ema}, "
                        f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
                        + f", bf16 {use_bf16}")
         p["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -306,6 +309,10 @@ def main():
             if fresh_opt and step_in_run < args.warmup:
                 for g in opt.param_groups:
                     g["lr"] = args.lr * (step_in_run + 1) / args.warmup
+            elif args.lr_decay:
+                left = max(0.0, (deadline - time.time()) / (deadline - t_start))
+                for g in opt.param_groups:
+                    g["lr"] = args.lr * (0.05 + 0.95 * left)
             gnorm, _ = clip(params)
             opt.step()
             with torch.no_grad():
