@@ -2,7 +2,7 @@
 # One training chunk on a CUDA machine without network (the `device` tool): resumes from the committed EMA
 # weights, trains MINUTES minutes in bf16 and writes the weights and the log to OUT.
 #   carry: training/data/qm9_compact.npz (build it here first with `python training/prepare_data.py`)
-#   usage: training/gpu_chunk.sh [MINUTES=8] [OUT=$OUT] [BATCH=512] [LR=5e-4]
+#   usage: training/gpu_chunk.sh [MINUTES=8] [OUT=$OUT] [BATCH=512] [LR=5e-4] [trainer flags, e.g. --lr-decay]
 # On a GPU the 9x128 step is bound by kernel launches, not arithmetic, so a large batch costs little extra time
 # per step; the full checkpoint (with optimizer state) stays on the machine, only the EMA weights come back.
 set -euo pipefail
@@ -11,10 +11,11 @@ MINUTES=${1:-8}
 OUT=${2:-${OUT:?set OUT}}
 BATCH=${3:-512}
 LR=${4:-5e-4}
+shift $(( $# < 4 ? $# : 4 ))
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -c "import torch, safetensors, numpy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 python3 training/train.py --device cuda --minutes "$MINUTES" --batch "$BATCH" --lr "$LR" \
   --data training/data/qm9_compact.npz --resume weights/edm_qm9_9x128.safetensors \
-  --out-dir "$OUT" --ckpt /tmp/equivariant_ckpt.pt --eval-minutes 3 --save-minutes 2 --log-every 500 \
+  --out-dir "$OUT" --ckpt /tmp/equivariant_ckpt.pt --eval-minutes 3 --save-minutes 2 --log-every 500 "$@" \
   2>&1 | tee "$OUT/train_gpu.log"

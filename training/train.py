@@ -38,6 +38,14 @@ def log(msg, fh=None):
     print(line, flush=True)
 
 
+def learning_rate(base, step, warmup, decay, left):
+    """Learning rate of step `step` of this run: linear warm-up over `warmup` steps (a fresh optimizer), then
+    `base`, or with `decay` linearly down to 5 % of `base` as the budget runs out (`left` = fraction left)."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * (0.05 + 0.95 * left) if decay else base
+
+
 class Data:
     def __init__(self, path, device):
         d = np.load(path)
@@ -306,13 +314,9 @@ def main():
                 continue
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if fresh_opt and step_in_run < args.warmup:
-                for g in opt.param_groups:
-                    g["lr"] = args.lr * (step_in_run + 1) / args.warmup
-            elif args.lr_decay:
-                left = max(0.0, (deadline - time.time()) / (deadline - t_start))
-                for g in opt.param_groups:
-                    g["lr"] = args.lr * (0.05 + 0.95 * left)
+            left = max(0.0, (deadline - time.time()) / (deadline - t_start))
+            for g in opt.param_groups:
+                g["lr"] = learning_rate(args.lr, step_in_run, args.warmup if fresh_opt else 0, args.lr_decay, left)
             gnorm, _ = clip(params)
             opt.step()
             with torch.no_grad():

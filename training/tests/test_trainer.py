@@ -64,6 +64,16 @@ class ModelTests(unittest.TestCase):
 
 
 class TrainingTests(unittest.TestCase):
+    def test_learning_rate_warm_up_and_decay(self):
+        lr = train.learning_rate
+        self.assertAlmostEqual(lr(1e-4, 0, 200, True, 1.0), 5e-7)
+        self.assertAlmostEqual(lr(1e-4, 199, 200, True, 0.9), 1e-4)
+        self.assertAlmostEqual(lr(1e-4, 500, 200, False, 0.3), 1e-4, msg="constant without --lr-decay")
+        self.assertAlmostEqual(lr(1e-4, 500, 200, True, 1.0), 1e-4)
+        self.assertAlmostEqual(lr(1e-4, 500, 200, True, 0.5), 5.25e-5)
+        self.assertAlmostEqual(lr(1e-4, 500, 200, True, 0.0), 5e-6, msg="ends at 5 %")
+        self.assertAlmostEqual(lr(1e-4, 0, 0, True, 1.0), 1e-4, msg="resumed optimizer: no warm-up")
+
     def test_loss_decreases_when_overfitting_a_batch(self):
         torch.manual_seed(1)
         m = edm.EnVariationalDiffusion(32, 2)
