@@ -131,7 +131,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Convert EDM's PyTorch checkpoint (generative_model_ema.npy) to safetensors
+    /// Convert EDM's PyTorch checkpoint (generative_model_ema.npy) to safetensors, or re-store a safetensors
+    /// file (e.g. the shipped weights as float16; configuration and provenance are kept)
     Convert {
         input: PathBuf,
         output: PathBuf,
@@ -337,42 +338,40 @@ fn sample_parallel(
 ) -> Result<Vec<Vec<equivariant::sampler::Molecule>>> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
-    let done: std::sync::Mutex<Vec<Option<Vec<equivariant::sampler::Molecule>>>> =
-        std::sync::Mutex::new(vec![None; chunks]);
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..jobs)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let mut engine = Engine::new(Backend::Cpu, w)?;
-                    loop {
-                        let c = next.fetch_add(1, Ordering::Relaxed);
-                        if c >= chunks {
-                            return Ok(());
-                        }
-                        let mols = engine.sample(chunk_config(c), |k| bar.inc(k));
-                        match mols {
-                            Ok(m) => done.lock().expect("results")[c] = Some(m),
-                            Err(e) => {
-                                // Stop the other workers at their next chunk.
-                                next.store(chunks, Ordering::Relaxed);
-                                return Err(e);
+    let mut done: Vec<(usize, Vec<equivariant::sampler::Molecule>)> =
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..jobs)
+                .map(|_| {
+                    scope.spawn(|| -> Result<Vec<_>> {
+                        let mut engine = Engine::new(Backend::Cpu, w)?;
+                        let mut mine = Vec::new();
+                        loop {
+                            let c = next.fetch_add(1, Ordering::Relaxed);
+                            if c >= chunks {
+                                return Ok(mine);
+                            }
+                            match engine.sample(chunk_config(c), |k| bar.inc(k)) {
+                                Ok(m) => mine.push((c, m)),
+                                Err(e) => {
+                                    // Stop the other workers at their next chunk.
+                                    next.store(chunks, Ordering::Relaxed);
+                                    return Err(e);
+                                }
                             }
                         }
-                    }
+                    })
                 })
-            })
-            .collect();
-        for h in workers {
-            h.join().expect("sampling thread panicked")?;
-        }
-        Ok(())
-    })?;
-    Ok(done
-        .into_inner()
-        .expect("results")
+                .collect();
+            workers
+                .into_iter()
+                .map(|h| h.join().expect("sampling thread panicked"))
+                .collect::<Result<Vec<_>>>()
+        })?
         .into_iter()
-        .map(|m| m.expect("every chunk sampled"))
-        .collect())
+        .flatten()
+        .collect();
+    done.sort_by_key(|&(c, _)| c);
+    Ok(done.into_iter().map(|(_, m)| m).collect())
 }
 
 fn eval(file: PathBuf, json: bool) -> Result<()> {
@@ -619,7 +618,11 @@ fn run(cli: Cli) -> Result<()> {
         } => sample(n, atoms, steps, seed, weights, batch, jobs, backend, out),
         Command::Eval { file, json } => eval(file, json),
         Command::Convert { input, output, f16 } => {
-            let w = equivariant::convert::read_torch_checkpoint(&input)?;
+            let w = if input.extension().is_some_and(|e| e == "safetensors") {
+                load_weights(&input)?
+            } else {
+                equivariant::convert::read_torch_checkpoint(&input)?
+            };
             let bytes = w.to_bytes(if f16 { Precision::F16 } else { Precision::F32 })?;
             write_atomic(&output, &bytes)?;
             eprintln!(

@@ -41,6 +41,10 @@ pub struct ModelConfig {
     /// Training provenance (molecules seen, epochs, compute, loss, git commit, ...), free-form.
     #[serde(default)]
     pub provenance: serde_json::Value,
+    /// Other entries (the trainer records EDM's fixed architecture settings: attention, tanh, ...), kept so
+    /// that re-storing a file (`equivariant convert --f16`) loses nothing.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 fn default_format() -> String {
@@ -81,6 +85,7 @@ impl ModelConfig {
             atom_types: default_types(),
             n_nodes_histogram: default_histogram(),
             provenance: serde_json::Value::Null,
+            extra: BTreeMap::new(),
         }
     }
 

@@ -155,6 +155,48 @@ fn parallel_batches_give_the_same_molecules() {
     );
 }
 
+/// `convert --f16` on our own safetensors: same configuration and provenance (also entries the crate does not
+/// read), every value rounded to float16, about half the bytes.
+#[test]
+fn convert_restores_safetensors_as_f16() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = equivariant::weights::Weights::random(64, 2, 3);
+    w.config.provenance = serde_json::json!({"epochs": 1.5});
+    w.config
+        .extra
+        .insert("attention".into(), serde_json::json!(true));
+    let src = dir.path().join("w.safetensors");
+    let f32_bytes = w.to_bytes(equivariant::weights::Precision::F32).unwrap();
+    std::fs::write(&src, &f32_bytes).unwrap();
+    let dst = dir.path().join("w16.safetensors");
+    let st = bin()
+        .arg("convert")
+        .arg(&src)
+        .arg(&dst)
+        .arg("--f16")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bytes = std::fs::read(&dst).unwrap();
+    assert!(
+        bytes.len() < f32_bytes.len() * 6 / 10,
+        "{} bytes",
+        bytes.len()
+    );
+    let h = equivariant::weights::Weights::from_bytes(&bytes).unwrap();
+    assert_eq!(h.config, w.config);
+    for (name, t) in &w.tensors {
+        let u = h.get(name);
+        assert_eq!(u.shape, t.shape, "{name}");
+        for (a, b) in t.data.iter().zip(&u.data) {
+            assert!(
+                (a - b).abs() <= 1e-3 * a.abs().max(1e-3),
+                "{name}: {a} -> {b}"
+            );
+        }
+    }
+}
+
 #[test]
 fn denoise_json_matches_the_library() {
     let dir = tempfile::tempdir().unwrap();

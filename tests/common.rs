@@ -46,6 +46,25 @@ pub fn rotate(r: &[[f32; 3]; 3], v: &[f32]) -> [f32; 3] {
     ]
 }
 
+/// g applied to rows of `width` values whose first 3 are a position: row i of the result is row perm[i], its
+/// position rotated by r and shifted, the other values unchanged.
+fn transform_strided(
+    r: &[[f32; 3]; 3],
+    shift: [f32; 3],
+    perm: &[usize],
+    rows: &[f32],
+    width: usize,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(perm.len() * width);
+    for &p in perm {
+        let src = &rows[p * width..(p + 1) * width];
+        let x = rotate(r, &src[..3]);
+        out.extend((0..3).map(|c| x[c] + shift[c]));
+        out.extend_from_slice(&src[3..]);
+    }
+    out
+}
+
 /// g applied to `[n, 3]` positions: atom i of the result is atom perm[i] of `pos`, rotated by r and shifted.
 pub fn transform_positions(
     r: &[[f32; 3]; 3],
@@ -53,12 +72,7 @@ pub fn transform_positions(
     perm: &[usize],
     pos: &[f32],
 ) -> Vec<f32> {
-    perm.iter()
-        .flat_map(|&p| {
-            let x = rotate(r, &pos[p * 3..p * 3 + 3]);
-            [x[0] + shift[0], x[1] + shift[1], x[2] + shift[2]]
-        })
-        .collect()
+    transform_strided(r, shift, perm, pos, 3)
 }
 
 /// g applied to `[n, 9]` rows (a state z or a prediction ε̂): row i of the result is row perm[i], its x part
@@ -69,18 +83,7 @@ pub fn transform_rows(
     perm: &[usize],
     rows: &[f32],
 ) -> Vec<f32> {
-    perm.iter()
-        .flat_map(|&p| {
-            let src = &rows[p * 9..p * 9 + 9];
-            let x = rotate(r, &src[..3]);
-            let mut out = [0.0f32; 9];
-            for c in 0..3 {
-                out[c] = x[c] + shift[c];
-            }
-            out[3..].copy_from_slice(&src[3..]);
-            out
-        })
-        .collect()
+    transform_strided(r, shift, perm, rows, 9)
 }
 
 /// A permutation of 0..n from the seed.

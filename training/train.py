@@ -280,9 +280,9 @@ def main():
         p["chunks"] = prov["chunks"] + 1
         p["final_loss"] = last_loss
         p["git_commit"] = git_commit()
-        p["recipe"] = (f"AdamW lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "") + f", batch {args.batch} grouped by atom count, EMA {args.ema}, "
-                       f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
-                       + f", bf16 {use_bf16}")
+        lr = f"AdamW lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "")
+        t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
+        p["recipe"] = f"{lr}, batch {args.batch} grouped by atom count, EMA {args.ema}, {t_draw}, bf16 {use_bf16}"
         p["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return p
 
