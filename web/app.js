@@ -83,6 +83,8 @@ function randomRotation() {
 }
 
 function sendTransform() {
+  // the current g's rotation, row-major, readable by tests and tools
+  $('equivariance-panel').dataset.rotation = state.g.rotation.map((v) => v.toFixed(6)).join(' ');
   if (state.running && state.equivarianceRun) worker.postMessage({ type: 'transform', transform: state.g });
 }
 
@@ -92,6 +94,7 @@ function setEquivarianceVisible() {
   $('equivariance-panel').hidden = !on;
 }
 setEquivarianceVisible();
+sendTransform(); // shows the initial g (identity); sends nothing before a run
 $('equivariance').addEventListener('change', () => { setEquivarianceVisible(); writeUrl(); });
 
 $('g-rotate').addEventListener('click', () => { state.g.rotation = matmul(randomRotation(), state.g.rotation); sendTransform(); });

@@ -1,11 +1,12 @@
-// Interface text in English and Chinese. Elements carry data-i18n="key"; messages built in code use t(key, vars).
+// Interface text in English and Chinese. Elements carry data-i18n="key" (text) or data-i18n-label="key" (aria-label); messages built in code use t(key, vars).
 export const STRINGS = {
   en: {
     tagline: 'Watch 3D molecules condense out of noise: EDM (E(3)-equivariant diffusion) with its EGNN denoiser, running in your browser.',
     language: 'Language', generate: 'Generate', pause: 'Pause', resume: 'Resume', stop: 'Stop',
     atoms: 'Atoms', steps: 'Steps', batch: 'Molecules', seed: 'Seed', randomSeed: 'Random seed',
     equivariance: 'Equivariance view', backend: 'Backend', qm9: 'QM9 distribution',
-    chainLeft: 'Chain from z_T', chainRight: 'Chain from g·z_T (drag to rotate g)',
+    chainLeft: 'Chain from z_T', chainRight: 'Chain from g·z_T (drag or arrow keys to rotate g)',
+    rightViewLabel: 'Chain from g·z_T. Arrow keys rotate g by 15 degrees.',
     gRotate: 'Random rotation', gReflect: 'Reflection', gTranslate: 'Translation', gPermute: 'Permute atoms', gReset: 'Identity',
     deviation: 'Largest deviation |g⁻¹·right − left|',
     explain: 'The denoiser is an E(n)-equivariant graph network: rotating, reflecting, translating or renumbering its input rotates, reflects, translates or renumbers its output the same way. The right chain starts from g·z_T and every noise draw is transformed by the same g, so each of its frames is g applied to the left frame. The ghost over the left molecule is g⁻¹ applied to the right one; they coincide up to float rounding (about 1e-5 Å). Rotating g mid-run restarts the right chain from g applied to the left chain’s current state.',
@@ -24,7 +25,8 @@ export const STRINGS = {
     language: '语言', generate: '生成', pause: '暂停', resume: '继续', stop: '停止',
     atoms: '原子数', steps: '步数', batch: '分子数', seed: '随机种子', randomSeed: '随机种子',
     equivariance: '等变性视图', backend: '后端', qm9: 'QM9 分布',
-    chainLeft: '从 z_T 出发的链', chainRight: '从 g·z_T 出发的链（拖动以旋转 g）',
+    chainLeft: '从 z_T 出发的链', chainRight: '从 g·z_T 出发的链（拖动或用方向键旋转 g）',
+    rightViewLabel: '从 g·z_T 出发的链。方向键将 g 旋转 15 度。',
     gRotate: '随机旋转', gReflect: '镜像反射', gTranslate: '平移', gPermute: '置换原子顺序', gReset: '恒等变换',
     deviation: '最大偏差 |g⁻¹·右 − 左|',
     explain: '去噪网络是一个 E(n) 等变图神经网络：对输入做旋转、反射、平移或原子重新编号，输出也会以完全相同的方式变化。右侧的链从 g·z_T 出发，并且每一步的噪声都经过同一个 g 变换，所以它的每一帧都等于 g 作用在左侧对应帧上。叠加在左侧分子上的虚影是 g⁻¹ 作用在右侧分子上的结果；两者只差浮点舍入误差（约 1e-5 Å）。在运行中旋转 g，右侧的链会从 g 作用于左侧当前状态的位置重新开始。',
@@ -48,6 +50,10 @@ export function setLanguage(l) {
   for (const el of document.querySelectorAll('[data-i18n]')) {
     const s = STRINGS[lang][el.dataset.i18n];
     if (s) el.textContent = s;
+  }
+  for (const el of document.querySelectorAll('[data-i18n-label]')) {
+    const s = STRINGS[lang][el.dataset.i18nLabel];
+    if (s) el.setAttribute('aria-label', s);
   }
   return lang;
 }

@@ -1,6 +1,6 @@
 // A three.js molecule view: atoms coloured and sized by element, bonds as 1-3 sticks by order, atoms with a
 // wrong valence ringed in red, an optional ghost molecule (wireframe), orbit/zoom with the mouse, and an optional
-// "drag rotates the input" mode that reports the rotation on release.
+// "drag rotates the input" mode that reports the rotation on release (arrow keys do the same in 15° steps).
 import { Color, CylinderGeometry, DirectionalLight, Group, HemisphereLight, InstancedMesh, Matrix4, MeshBasicMaterial, MeshStandardMaterial, PerspectiveCamera, Quaternion, Scene, SphereGeometry, Vector3, WebGLRenderer } from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 
@@ -8,6 +8,8 @@ const COLORS = [0xffffff, 0x909090, 0x3050f8, 0xff0d0d, 0x90e050]; // H C N O F
 const RADII = [0.25, 0.4, 0.38, 0.37, 0.35];
 const MAX_ATOMS = 29;
 const MAX_STICKS = 29 * 28 * 3;
+// arrow keys in drag mode: rotation axis of the input, the same sense as dragging the mouse that way
+const KEY_AXES = { ArrowLeft: [0, -1, 0], ArrowRight: [0, 1, 0], ArrowUp: [-1, 0, 0], ArrowDown: [1, 0, 0] };
 
 export class MoleculeViewer {
   constructor(container, { dragRotates = false, onRotate = null } = {}) {
@@ -84,16 +86,29 @@ export class MoleculeViewer {
         .multiply(new Quaternion().setFromAxisAngle(new Vector3(1, 0, 0), dy * 0.01));
       this.group.quaternion.premultiply(q);
     });
-    const end = () => {
-      if (!last) return;
-      last = null;
+    const report = () => {
       const m = new Matrix4().makeRotationFromQuaternion(this.group.quaternion);
       const e = m.elements; // column-major 4x4
       const rows = [e[0], e[4], e[8], e[1], e[5], e[9], e[2], e[6], e[10]];
       if (this.onRotate) this.onRotate(rows);
     };
+    const end = () => {
+      if (!last) return;
+      last = null;
+      report();
+    };
     el.addEventListener('pointerup', end);
     el.addEventListener('pointercancel', end);
+    // keyboard equivalent: the view takes focus; each arrow key turns the input by 15° and reports it at once
+    this.container.tabIndex = 0;
+    this.container.addEventListener('keydown', (e) => {
+      const axis = KEY_AXES[e.key];
+      if (!axis) return;
+      e.preventDefault();
+      const q = new Quaternion().setFromAxisAngle(new Vector3(...axis), (15 * Math.PI) / 180);
+      this.group.quaternion.premultiply(q);
+      report();
+    });
   }
 
   resetDrag() {

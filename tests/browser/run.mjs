@@ -121,7 +121,7 @@ test('app: exports download and parse (XYZ, SDF, trajectory)', async (browser) =
   }
 });
 
-test('app: live equivariance (rotation, reflection, permutation, translation, also mid-run) stays below 1e-3 Å', async (browser) => {
+test('app: live equivariance (rotation, reflection, permutation, translation, arrow keys, also mid-run) stays below 1e-3 Å', async (browser) => {
   const { page, close } = await openApp(browser, 'steps=50&seed=7&atoms=10&batch=1&eq=1');
   try {
     if ((await waitState(page, ['ready', 'error'], 120000)) !== 'ready') throw new Error('not ready');
@@ -132,6 +132,15 @@ test('app: live equivariance (rotation, reflection, permutation, translation, al
     await page.getByTestId('g-reflect').click();
     await page.getByTestId('g-permute').click();
     await page.getByTestId('g-translate').click();
+    // the keyboard equivalent of dragging the right view: ArrowRight turns g by 15° about y
+    const rotation = async () => (await page.locator('#equivariance-panel').getAttribute('data-rotation')).split(' ').map(Number);
+    const before = await rotation();
+    await page.getByTestId('viewer-right').focus();
+    await page.keyboard.press('ArrowRight');
+    const after = await rotation();
+    let trace = 0; // trace(after · beforeᵀ) = 1 + 2 cos(angle)
+    for (let i = 0; i < 3; i++) for (let k = 0; k < 3; k++) trace += after[3 * i + k] * before[3 * i + k];
+    if (!(Math.abs(trace - (1 + 2 * Math.cos(Math.PI / 12))) < 1e-4)) throw new Error(`ArrowRight should turn g by 15°: trace ${trace}`);
     const end = await waitState(page, ['done', 'error'], 240000);
     await page.screenshot({ path: path.join(ARTIFACTS, 'app-equivariance.png') });
     if (end !== 'done') throw new Error(await page.getByTestId('status').textContent());
