@@ -342,6 +342,16 @@ impl Generator {
         self.inner.borrow().fallback.clone()
     }
 
+    /// Destroys the WebGPU device, as a driver reset or a removed GPU would: the step in flight or the next one
+    /// fails with a device-lost error. Lets a page test its handling of a lost device (the bundled app restarts
+    /// the run on the CPU). Does nothing on the CPU backend.
+    #[wasm_bindgen(js_name = simulateGpuLoss)]
+    pub fn simulate_gpu_loss(&self) {
+        if let Some(m) = &self.inner.borrow().gpu {
+            m.ctx.simulate_loss();
+        }
+    }
+
     /// Model size as `"9x128"`.
     #[wasm_bindgen(getter)]
     pub fn model(&self) -> String {

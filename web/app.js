@@ -133,6 +133,8 @@ function refreshTexts() {
 
 // ---------- worker ----------
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+// for tests and for trying the fallback by hand in the console: destroy the WebGPU device mid-run
+globalThis.equivariantDebug = { loseGpu: () => worker.postMessage({ type: 'simulate-gpu-loss' }) };
 worker.onerror = (e) => status('error', t('error', { msg: e.message || 'the worker failed to start' }));
 worker.onmessage = (e) => {
   const m = e.data;
@@ -154,7 +156,7 @@ worker.onmessage = (e) => {
       break;
     case 'gpu-lost':
       status('running', t('gpuLost', { reason: m.reason }));
-      $('backend').textContent = t('cpuBackend');
+      $('backend').textContent = t('fallback', { reason: m.reason }); // stays after the run: why it is on the CPU
       $('backend').dataset.backend = 'cpu';
       state.frames = [];
       playQueue.length = 0;
@@ -289,6 +291,7 @@ function showFrame(i) {
   }
   const mstable = mol.failed ? t('diverged') : mol.moleculeStable ? t('stable') : t('unstable');
   $('info').textContent = t('info', { formula: mol.formula, n: mol.types.length, stable: mol.stableAtoms, mstable });
+  $('info').dataset.step = String(frame.step); // the shown frame may trail the last one while the queue plays
 }
 
 function renderGallery(frame) {

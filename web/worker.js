@@ -152,6 +152,10 @@ self.onmessage = (e) => {
       // applied between two steps of the running chain (the generator's calls must not overlap)
       if (run && !run.stop && !run.finished && run.options.equivariance) run.transform = m.transform;
       break;
+    case 'simulate-gpu-loss':
+      // a test hook: destroys the WebGPU device mid-run, as a driver reset would
+      if (gen) gen.simulateGpuLoss();
+      break;
     case 'export':
       try {
         const text = m.format === 'sdf' ? gen.sdf(m.chain, m.molecule) : gen.xyz(m.chain, m.molecule);

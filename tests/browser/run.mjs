@@ -165,6 +165,48 @@ test('app: a corrupted weights file shows a clear error', async (browser) => {
   }
 });
 
+test('app: a GPU device lost mid-run restarts the run on the CPU with the same molecules', async (browser) => {
+  const query = 'steps=50&seed=5&atoms=9&batch=1';
+  const finish = async (page) => {
+    const end = await waitState(page, ['done', 'error'], 240000);
+    if (end !== 'done') throw new Error(await page.getByTestId('status').textContent());
+    // the view plays queued frames after the worker is done: wait until it shows the last one
+    await page.waitForFunction(() => {
+      const info = document.querySelector('[data-testid="info"]').dataset.step;
+      return info !== undefined && info === document.querySelector('[data-testid="progress"]').dataset.step;
+    }, null, { timeout: 10000 });
+    return page.getByTestId('info').textContent();
+  };
+  const lost = await openApp(browser, `${query}&backend=webgpu`);
+  let infoAfterLoss;
+  try {
+    if ((await waitState(lost.page, ['ready', 'error'], 120000)) !== 'ready') throw new Error('not ready');
+    await lost.page.getByTestId('generate').click();
+    await lost.page.waitForFunction(() => Number(document.querySelector('[data-testid="progress"]').dataset.step || 0) >= 2, null, { timeout: 120000 });
+    if ((await lost.page.getByTestId('backend').getAttribute('data-backend')) !== 'webgpu') throw new Error('the run did not start on WebGPU');
+    await lost.page.evaluate(() => globalThis.equivariantDebug.loseGpu());
+    infoAfterLoss = await finish(lost.page);
+    await lost.page.screenshot({ path: path.join(ARTIFACTS, 'app-gpu-lost.png') });
+    const backend = lost.page.getByTestId('backend');
+    if ((await backend.getAttribute('data-backend')) !== 'cpu') throw new Error('the run did not move to the CPU');
+    const label = await backend.textContent();
+    if (!/destroyed|lost/i.test(label)) throw new Error(`the backend label should say the device was lost: ${label}`);
+    if (lost.errors.length) throw new Error(`page errors: ${lost.errors.join('; ')}`);
+  } finally {
+    await lost.close();
+  }
+  const cpu = await openApp(browser, `${query}&backend=cpu`);
+  try {
+    if ((await waitState(cpu.page, ['ready', 'error'], 120000)) !== 'ready') throw new Error('not ready');
+    await cpu.page.getByTestId('generate').click();
+    const infoCpu = await finish(cpu.page);
+    console.log(`     after the loss: ${infoAfterLoss}`);
+    if (infoCpu !== infoAfterLoss) throw new Error(`a CPU run of the same seed gave ${infoCpu}`);
+  } finally {
+    await cpu.close();
+  }
+});
+
 const NO_GPU_ARGS = ARGS.filter((a) => !/webgpu|vulkan/i.test(a));
 test('app: without WebGPU the CPU path generates', async () => {
   const noGpu = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: NO_GPU_ARGS });
