@@ -135,8 +135,12 @@ def git_commit():
     if os.environ.get("EQUIVARIANT_GIT_COMMIT"):  # set where the tree travels without .git (the GPU machine)
         return os.environ["EQUIVARIANT_GIT_COMMIT"]
     try:
-        return subprocess.check_output(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], text=True,
+        head = subprocess.check_output(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], text=True,
                                        stderr=subprocess.DEVNULL).strip()
+        # the trainer's own code edited but not committed: the commit alone would not describe what ran
+        edited = subprocess.run(["git", "-C", ROOT, "diff", "--quiet", "HEAD", "--", "training/*.py"],
+                                stderr=subprocess.DEVNULL).returncode != 0
+        return head + ("+edited" if edited else "")
     except Exception:
         return "unknown"
 
@@ -259,6 +263,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
     t_start = time.time()
+    code_commit = git_commit()  # the code that runs, read once: the tree may move on during the chunk
     deadline = t_start + args.minutes * 60
     last_save = last_eval = t_start
     seen0, step_in_run = prov["molecules_seen"], 0
@@ -279,7 +284,7 @@ def main():
         p["steps"] = prov["steps"] + step_in_run
         p["chunks"] = prov["chunks"] + 1
         p["final_loss"] = last_loss
-        p["git_commit"] = git_commit()
+        p["git_commit"] = code_commit
         lr = f"AdamW lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "")
         t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
         p["recipe"] = f"{lr}, batch {args.batch} grouped by atom count, EMA {args.ema}, {t_draw}, bf16 {use_bf16}"
