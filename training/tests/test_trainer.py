@@ -27,7 +27,8 @@ class ModelTests(unittest.TestCase):
         m = edm.EnVariationalDiffusion(cfg["nf"], cfg["n_layers"])
         m.load_state_dict(tensors)
         m = m.double()
-        g = json.load(open(os.path.join(ROOT, "tests/fixtures/golden_tiny.json")))
+        with open(os.path.join(ROOT, "tests/fixtures/golden_tiny.json")) as f:
+            g = json.load(f)
         for mol in g["molecules"]:
             z = torch.tensor([mol["z"]], dtype=torch.float64)
             with torch.no_grad():
@@ -132,7 +133,8 @@ class DataTests(unittest.TestCase):
                '2,O,3,"[\'O\',\'H\',\'H\']","[[0,0,0],[0.96,0,0],[-0.24,0.93,0]]"\n')
         with tempfile.TemporaryDirectory() as d:
             f = os.path.join(d, "part.csv")
-            open(f, "w").write(csv)
+            with open(f, "w") as out:
+                out.write(csv)
             pos, typ, offs, index = prepare_data.parse([f])
         self.assertEqual(offs.tolist(), [0, 5, 8])
         self.assertEqual(typ.tolist(), [1, 0, 0, 0, 0, 3, 0, 0])
