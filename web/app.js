@@ -34,11 +34,25 @@ $('lang').addEventListener('change', () => {
 const atomsSel = $('atoms');
 atomsSel.append(new Option(t('qm9'), 'qm9'));
 for (let n = 3; n <= 29; n++) atomsSel.append(new Option(String(n), String(n)));
-const pick = (el, v) => { if (v !== null && [...el.options].some((o) => o.value === v)) el.value = v; };
-pick(atomsSel, params.get('atoms'));
-pick($('steps'), params.get('steps'));
-pick($('batch'), params.get('batch'));
-if (params.get('seed') !== null && /^\d+$/.test(params.get('seed'))) $('seed').value = params.get('seed');
+// A URL value the menu lacks: a whole number of steps from 1 to 1000 joins the menu (so links reproduce); any
+// other value is reported when the page is ready, with the value used instead.
+const ignoredParams = [];
+const pick = (el, name, accept = () => false) => {
+  const v = params.get(name);
+  if (v === null) return;
+  if (![...el.options].some((o) => o.value === v)) {
+    if (!accept(v)) { ignoredParams.push(t('ignoredParam', { name, value: v, used: el.value })); return; }
+    el.append(new Option(v, v));
+  }
+  el.value = v;
+};
+pick(atomsSel, 'atoms');
+pick($('steps'), 'steps', (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 1000);
+pick($('batch'), 'batch');
+if (params.get('seed') !== null) {
+  if (/^\d+$/.test(params.get('seed'))) $('seed').value = params.get('seed');
+  else ignoredParams.push(t('ignoredParam', { name: 'seed', value: params.get('seed'), used: $('seed').value }));
+}
 $('equivariance').checked = params.get('eq') === '1';
 
 function writeUrl() {
@@ -151,7 +165,7 @@ worker.onmessage = (e) => {
       $('backend').dataset.backend = m.backend;
       $('generate').disabled = false;
       $('progress').value = 0;
-      status('ready', t('ready'));
+      status('ready', [t('ready'), ...ignoredParams].join(' '));
       if (params.get('autostart') === '1') generate();
       break;
     case 'gpu-lost':

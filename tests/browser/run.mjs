@@ -207,6 +207,23 @@ test('app: a GPU device lost mid-run restarts the run on the CPU with the same m
   }
 });
 
+test('app: a link with a step count off the menu runs it; a value that cannot be used is reported', async (browser) => {
+  const { page, close } = await openApp(browser, 'steps=20&batch=3&atoms=9&seed=4&backend=cpu');
+  try {
+    if ((await waitState(page, ['ready', 'error'], 120000)) !== 'ready') throw new Error('not ready');
+    const text = await page.getByTestId('status').textContent();
+    if (!/batch=3 is not available; using 1/.test(text)) throw new Error(`batch=3 should be reported: ${text}`);
+    if (/steps=/.test(text)) throw new Error(`steps=20 is valid and should not be reported: ${text}`);
+    if ((await page.getByTestId('steps').inputValue()) !== '20') throw new Error('steps=20 was not selected');
+    await page.getByTestId('generate').click();
+    if ((await waitState(page, ['done', 'error'], 120000)) !== 'done') throw new Error(await page.getByTestId('status').textContent());
+    const progress = await page.locator('#progress-text').textContent();
+    if (!/of 21\b/.test(progress)) throw new Error(`expected 20 steps (21 frames), got: ${progress}`);
+  } finally {
+    await close();
+  }
+});
+
 const NO_GPU_ARGS = ARGS.filter((a) => !/webgpu|vulkan/i.test(a));
 test('app: without WebGPU the CPU path generates', async () => {
   const noGpu = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: NO_GPU_ARGS });
