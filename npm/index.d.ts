@@ -65,10 +65,13 @@ export interface SampleOptions {
 
 export declare class Generator {
   static create(options?: CreateOptions): Promise<Generator>;
+  /** 'cpu' after a lost GPU device (the run goes on there) */
   readonly backend: 'webgpu' | 'cpu';
   readonly adapter: string | null;
   readonly fallbackReason: string | null;
   readonly model: string;
   sample(options?: SampleOptions): AsyncGenerator<Frame, void, void>;
+  /** destroys the WebGPU device (a test of loss handling): the run restarts on the CPU from step 0 */
+  simulateGpuLoss(): void;
   dispose(): void;
 }

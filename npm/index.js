@@ -37,7 +37,14 @@ export class Generator {
 
   constructor(worker) {
     this.#worker = worker;
-    worker.onmessage = (e) => { for (const l of [...this.#listeners]) l(e.data); };
+    worker.onmessage = (e) => {
+      const m = e.data;
+      if (m.type === 'gpu-lost') {
+        // the worker reopened the model on the CPU and restarted the run: the generator now says so
+        Object.assign(this, { backend: m.backend, adapter: m.adapter || null, fallbackReason: m.reason });
+      }
+      for (const l of [...this.#listeners]) l(m);
+    };
     worker.onerror = (e) => { for (const l of [...this.#listeners]) l({ type: 'error', message: e.message || 'worker failed to start' }); };
     /** 'webgpu' or 'cpu' */
     this.backend = null;
@@ -144,6 +151,15 @@ export class Generator {
   }
 
   /** Ends the worker. */
+  /**
+   * Destroys the WebGPU device, as a driver reset or a removed GPU would, to test a page's handling of it: the
+   * running sample() restarts on the CPU (its frames begin again at step 0, same seed, same molecules) and
+   * `backend` becomes 'cpu' with the reason in `fallbackReason`. Does nothing on the CPU backend.
+   */
+  simulateGpuLoss() {
+    this.#worker.postMessage({ type: 'simulate-gpu-loss' });
+  }
+
   dispose() {
     this.#worker.terminate();
   }

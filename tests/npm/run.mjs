@@ -36,6 +36,37 @@ const inst = path.join(project, 'node_modules/equivariant');
 for (const f of ['worker.js', 'equivariant.js', 'equivariant_bg.wasm']) fs.copyFileSync(path.join(inst, f), path.join(bundled, 'equivariant', f));
 fs.cpSync(path.join(inst, 'weights'), path.join(bundled, 'equivariant/weights'), { recursive: true });
 
+// a page that loses the GPU device through the public API mid-run, then samples the same seed on the CPU
+fs.writeFileSync(path.join(project, 'lost.html'), `<!doctype html><meta charset="utf-8"><p id="status" data-state="loading"></p><pre id="xyz"></pre>
+<script type="module">
+  import { Generator } from './node_modules/equivariant/index.js';
+  const status = document.getElementById('status');
+  const options = { atoms: 9, steps: 50, seed: 3 };
+  try {
+    const gen = await Generator.create({ backend: 'webgpu' });
+    let frames = 0, last = null, restarted = false, prev = -1;
+    for await (const f of gen.sample(options)) {
+      if (++frames === 2) gen.simulateGpuLoss();
+      if (f.step < prev) restarted = true;
+      prev = f.step;
+      last = f;
+    }
+    const cpu = await Generator.create({ backend: 'cpu' });
+    let ref = null;
+    for await (const f of cpu.sample(options)) ref = f;
+    if (gen.backend !== 'cpu' || !/lost/i.test(gen.fallbackReason || '')) throw new Error('backend ' + gen.backend + ', reason ' + gen.fallbackReason);
+    if (!restarted) throw new Error('the frames did not restart after the loss');
+    const a = last.molecules[0].toXYZ(), b = ref.molecules[0].toXYZ();
+    if (a !== b) throw new Error('the molecule differs from a CPU run of the same seed:\\n' + a + '\\n' + b);
+    document.getElementById('xyz').textContent = a;
+    Object.assign(status.dataset, { backend: gen.backend, frames: String(frames), state: 'done' });
+    status.textContent = last.molecules[0].formula + ' after the loss (' + gen.fallbackReason + ')';
+  } catch (e) {
+    status.textContent = 'error: ' + e.message;
+    status.dataset.state = 'error';
+  }
+</script>`);
+
 const ARGS = ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan',
   '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -47,6 +78,7 @@ for (const [name, url, backend, minFrames] of [
   ['plain HTML, backend webgpu', 'index.html?backend=webgpu&steps=30&atoms=9', 'webgpu', 5],
   ['plain HTML, backend cpu', 'index.html?backend=cpu&steps=100&atoms=9', 'cpu', 5],
   ['bundler (esbuild), backend cpu', 'bundled/index.html?backend=cpu', 'cpu', 5],
+  ['a GPU device lost mid-run (simulateGpuLoss): the run restarts on the CPU, same molecule', 'lost.html', 'cpu', 5],
 ]) {
   const page = await browser.newPage();
   const t0 = Date.now();
