@@ -150,7 +150,6 @@ export class Generator {
     }
   }
 
-  /** Ends the worker. */
   /**
    * Destroys the WebGPU device, as a driver reset or a removed GPU would, to test a page's handling of it: the
    * running sample() restarts on the CPU (its frames begin again at step 0, same seed, same molecules) and
@@ -160,6 +159,7 @@ export class Generator {
     this.#worker.postMessage({ type: 'simulate-gpu-loss' });
   }
 
+  /** Ends the worker. */
   dispose() {
     this.#worker.terminate();
   }

@@ -41,7 +41,7 @@ const pick = (el, name, accept = () => false) => {
   const v = params.get(name);
   if (v === null) return;
   if (![...el.options].some((o) => o.value === v)) {
-    if (!accept(v)) { ignoredParams.push(t('ignoredParam', { name, value: v, used: el.value })); return; }
+    if (!accept(v)) { ignoredParams.push(t('ignoredParam', { name, value: v, used: el.selectedOptions[0]?.text ?? el.value })); return; }
     el.append(new Option(v, v));
   }
   el.value = v;
@@ -152,6 +152,11 @@ globalThis.equivariantDebug = { loseGpu: () => worker.postMessage({ type: 'simul
 worker.onerror = (e) => status('error', t('error', { msg: e.message || 'the worker failed to start' }));
 worker.onmessage = (e) => {
   const m = e.data;
+  if (m.type === 'gpu-lost') {
+    // the worker is on the CPU from now on, whichever run met the loss
+    $('backend').textContent = t('fallback', { reason: m.reason }); // stays after the run: why it is on the CPU
+    $('backend').dataset.backend = 'cpu';
+  }
   if (m.run !== undefined && m.run !== state.run) return; // from a run that was replaced
   switch (m.type) {
     case 'progress':
@@ -170,8 +175,6 @@ worker.onmessage = (e) => {
       break;
     case 'gpu-lost':
       status('running', t('gpuLost', { reason: m.reason }));
-      $('backend').textContent = t('fallback', { reason: m.reason }); // stays after the run: why it is on the CPU
-      $('backend').dataset.backend = 'cpu';
       state.frames = [];
       playQueue.length = 0;
       break;

@@ -103,7 +103,7 @@ export class MoleculeViewer {
     this.container.tabIndex = 0;
     this.container.addEventListener('keydown', (e) => {
       const axis = KEY_AXES[e.key];
-      if (!axis) return;
+      if (!axis || e.altKey || e.ctrlKey || e.metaKey) return; // Alt+Left is the browser's Back
       e.preventDefault();
       const q = new Quaternion().setFromAxisAngle(new Vector3(...axis), (15 * Math.PI) / 180);
       this.group.quaternion.premultiply(q);

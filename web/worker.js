@@ -76,8 +76,22 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // Every message of a run carries its id, so the page can drop what a replaced run still sends.
 async function runLoop(r) {
   const post = (type, data = {}) => self.postMessage({ type, run: r.id, ...data });
-  gen.start(r.options);
-  let frame = await gen.step(0);
+  // a lost GPU device (mid-run, or already lost when the run starts): reopen on the CPU and restart the same run
+  // (same seed, same molecules); anything else is the caller's error
+  const onCpu = async (e) => {
+    const msg = String(e?.message ?? e);
+    if (!(/device lost|GPU/i.test(msg) && gen.backend === 'webgpu')) throw e;
+    post('gpu-lost', { reason: msg, ...(await open('cpu')) });
+    r.transform = r.options.transform ?? null;
+    return runLoop(r);
+  };
+  let frame;
+  try {
+    gen.start(r.options);
+    frame = await gen.step(0);
+  } catch (e) {
+    return onCpu(e);
+  }
   post('frame', { frame, rate: 0 });
   let busyMs = 0; // time spent stepping (pauses excluded)
   let k = 1;
@@ -99,13 +113,7 @@ async function runLoop(r) {
     try {
       frame = await gen.step(k);
     } catch (e) {
-      const msg = String(e?.message ?? e);
-      if (/device lost|GPU/i.test(msg) && gen.backend === 'webgpu') {
-        post('gpu-lost', { reason: msg, ...(await open('cpu')) });
-        r.transform = r.options.transform ?? null;
-        return runLoop(r); // restart the same run (same seed, same molecules) on the CPU
-      }
-      throw e;
+      return onCpu(e);
     }
     const dt = performance.now() - t0;
     busyMs += dt;

@@ -141,6 +141,11 @@ test('app: live equivariance (rotation, reflection, permutation, translation, ar
     let trace = 0; // trace(after · beforeᵀ) = 1 + 2 cos(angle)
     for (let i = 0; i < 3; i++) for (let k = 0; k < 3; k++) trace += after[3 * i + k] * before[3 * i + k];
     if (!(Math.abs(trace - (1 + 2 * Math.cos(Math.PI / 12))) < 1e-4)) throw new Error(`ArrowRight should turn g by 15°: trace ${trace}`);
+    // and about +y, the way dragging right turns it: M = after · beforeᵀ has M[1][1] = 1, M[0][2] = sin 15°
+    const m = (i, j) => [0, 1, 2].reduce((acc, k) => acc + after[3 * i + k] * before[3 * j + k], 0);
+    if (!(Math.abs(m(1, 1) - 1) < 1e-4 && Math.abs(m(0, 2) - Math.sin(Math.PI / 12)) < 1e-4)) {
+      throw new Error(`ArrowRight should turn g about +y: M11 ${m(1, 1)}, M02 ${m(0, 2)}`);
+    }
     const end = await waitState(page, ['done', 'error'], 240000);
     await page.screenshot({ path: path.join(ARTIFACTS, 'app-equivariance.png') });
     if (end !== 'done') throw new Error(await page.getByTestId('status').textContent());

@@ -58,6 +58,13 @@ fs.writeFileSync(path.join(project, 'lost.html'), `<!doctype html><meta charset=
     if (!restarted) throw new Error('the frames did not restart after the loss');
     const a = last.molecules[0].toXYZ(), b = ref.molecules[0].toXYZ();
     if (a !== b) throw new Error('the molecule differs from a CPU run of the same seed:\\n' + a + '\\n' + b);
+    // lost while idle: the next run starts on the CPU
+    const idle = await Generator.create({ backend: 'webgpu' });
+    idle.simulateGpuLoss();
+    let late = null;
+    for await (const f of idle.sample(options)) late = f;
+    if (idle.backend !== 'cpu') throw new Error('a device lost between runs: the next run is on ' + idle.backend);
+    if (late.molecules[0].toXYZ() !== b) throw new Error('a device lost between runs: the molecule differs');
     document.getElementById('xyz').textContent = a;
     Object.assign(status.dataset, { backend: gen.backend, frames: String(frames), state: 'done' });
     status.textContent = last.molecules[0].formula + ' after the loss (' + gen.fallbackReason + ')';
@@ -78,7 +85,7 @@ for (const [name, url, backend, minFrames] of [
   ['plain HTML, backend webgpu', 'index.html?backend=webgpu&steps=30&atoms=9', 'webgpu', 5],
   ['plain HTML, backend cpu', 'index.html?backend=cpu&steps=100&atoms=9', 'cpu', 5],
   ['bundler (esbuild), backend cpu', 'bundled/index.html?backend=cpu', 'cpu', 5],
-  ['a GPU device lost mid-run (simulateGpuLoss): the run restarts on the CPU, same molecule', 'lost.html', 'cpu', 5],
+  ['a GPU device lost mid-run or between runs (simulateGpuLoss): the run restarts on the CPU, same molecule', 'lost.html', 'cpu', 5],
 ]) {
   const page = await browser.newPage();
   const t0 = Date.now();
