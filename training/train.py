@@ -263,7 +263,11 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
     t_start = time.time()
-    code_commit = git_commit()  # the code that runs, read once: the tree may move on during the chunk
+    # fixed for the whole chunk, so read once: the tree may move on while it runs
+    code_commit = git_commit()
+    lr = f"AdamW lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "")
+    t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
+    recipe = f"{lr}, batch {args.batch} grouped by atom count, EMA {args.ema}, {t_draw}, bf16 {use_bf16}"
     deadline = t_start + args.minutes * 60
     last_save = last_eval = t_start
     seen0, step_in_run = prov["molecules_seen"], 0
@@ -285,9 +289,7 @@ def main():
         p["chunks"] = prov["chunks"] + 1
         p["final_loss"] = last_loss
         p["git_commit"] = code_commit
-        lr = f"AdamW lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "")
-        t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
-        p["recipe"] = f"{lr}, batch {args.batch} grouped by atom count, EMA {args.ema}, {t_draw}, bf16 {use_bf16}"
+        p["recipe"] = recipe
         p["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return p
 

@@ -37,11 +37,12 @@ for (let n = 3; n <= 29; n++) atomsSel.append(new Option(String(n), String(n)));
 // A URL value the menu lacks: a whole number of steps from 1 to 1000 joins the menu (so links reproduce); any
 // other value is reported when the page is ready, with the value used instead.
 const ignoredParams = [];
+const ignore = (name, value, used) => ignoredParams.push(t('ignoredParam', { name, value, used }));
 const pick = (el, name, accept = () => false) => {
   const v = params.get(name);
   if (v === null) return;
   if (![...el.options].some((o) => o.value === v)) {
-    if (!accept(v)) { ignoredParams.push(t('ignoredParam', { name, value: v, used: el.selectedOptions[0]?.text ?? el.value })); return; }
+    if (!accept(v)) { ignore(name, v, el.selectedOptions[0]?.text ?? el.value); return; }
     el.append(new Option(v, v));
   }
   el.value = v;
@@ -49,9 +50,10 @@ const pick = (el, name, accept = () => false) => {
 pick(atomsSel, 'atoms');
 pick($('steps'), 'steps', (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 1000);
 pick($('batch'), 'batch');
-if (params.get('seed') !== null) {
-  if (/^\d+$/.test(params.get('seed'))) $('seed').value = params.get('seed');
-  else ignoredParams.push(t('ignoredParam', { name: 'seed', value: params.get('seed'), used: $('seed').value }));
+const seed = params.get('seed');
+if (seed !== null) {
+  if (/^\d+$/.test(seed)) $('seed').value = seed;
+  else ignore('seed', seed, $('seed').value);
 }
 $('equivariance').checked = params.get('eq') === '1';
 
