@@ -63,6 +63,21 @@ export interface SampleOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * The `name` of an error from `create` or `sample`, where the generator knows its kind; other errors (bad
+ * options, a weights file that fails its SHA-256 check, a worker that fails to start) are plain `Error`s. A
+ * `GpuLostError` or `GpuError` during a run does not reach the caller: the run restarts on the CPU.
+ */
+export type GeneratorErrorName =
+  | 'WeightsError'
+  | 'InputError'
+  | 'NonFiniteError'
+  | 'NoAdapterError'
+  | 'GpuError'
+  | 'GpuLostError'
+  | 'TensorBackendError';
+
+/** Rejects and throws `Error`s whose `name` is a `GeneratorErrorName` or `'Error'`. */
 export declare class Generator {
   static create(options?: CreateOptions): Promise<Generator>;
   /** 'cpu' after a lost GPU device (the run goes on there) */

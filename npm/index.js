@@ -5,6 +5,14 @@
 const HERE = new URL('./', import.meta.url);
 
 /** Turns a worker frame into the public shape: typed arrays, molecule 0 at the top level. */
+// an error from the worker, with the kind the wasm side gave it as `name` (`WeightsError`, `InputError`,
+// `GpuLostError`, ...; plain `Error` otherwise)
+function workerError(m) {
+  const e = new Error(m.message);
+  if (m.name) e.name = m.name;
+  return e;
+}
+
 function decorate(f) {
   const molecules = f.chains[0].map((m) => ({
     positions: Float32Array.from(m.positions),
@@ -78,7 +86,7 @@ export class Generator {
   #request(message, isAnswer) {
     return new Promise((resolve, reject) => {
       const l = (m) => {
-        if (m.type === 'error') { this.#listeners.delete(l); reject(new Error(m.message)); }
+        if (m.type === 'error') { this.#listeners.delete(l); reject(workerError(m)); }
         else if (isAnswer(m)) { this.#listeners.delete(l); resolve(m); }
       };
       this.#listeners.add(l);
@@ -105,7 +113,7 @@ export class Generator {
       if (m.run !== undefined && m.run !== run) return; // from an earlier, cancelled run
       if (m.type === 'frame') queue.push(m.frame);
       else if (m.type === 'done' || m.type === 'stopped') ended = { ok: true };
-      else if (m.type === 'error') ended = { error: new Error(m.message) };
+      else if (m.type === 'error') ended = { error: workerError(m) };
       else return;
       wake?.();
     };

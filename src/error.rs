@@ -38,4 +38,27 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
+impl Error {
+    /// A stable name for the kind of error, for callers that must act on it without parsing the message: the
+    /// wasm bindings give it to the JavaScript `Error` as its `name` (a lost GPU device is `GpuLostError`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::WeightsFormat(_)
+            | Error::WeightsTensor { .. }
+            | Error::MissingTensor(_)
+            | Error::UnexpectedTensor(_) => "WeightsError",
+            Error::AtomCount(_) | Error::Steps(_) | Error::Input(_) => "InputError",
+            Error::NonFinite(_) => "NonFiniteError",
+            Error::Finished => "FinishedError",
+            Error::NoAdapter(_) => "NoAdapterError",
+            Error::Gpu(_) => "GpuError",
+            Error::GpuLost(_) => "GpuLostError",
+            Error::Convert(_) => "ConvertError",
+            Error::Candle(_) => "TensorBackendError",
+            Error::Io(_) => "IoError",
+            Error::Json(_) => "JsonError",
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;

@@ -14,8 +14,17 @@ use crate::gpu::{GpuContext, GpuModel, GpuSampler};
 use crate::sampler::{AtomCounts, Frame, Molecule, Sampler, SamplerConfig, Transform};
 use crate::weights::Weights;
 
-fn js_err(e: crate::Error) -> JsError {
-    JsError::new(&e.to_string())
+/// A crate error as a JavaScript `Error` whose `name` is the error's kind (`GpuLostError`, `WeightsError`, ...:
+/// `Error::kind`), so callers act on the kind without parsing the message.
+fn js_err(e: crate::Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    err.set_name(e.kind());
+    err.into()
+}
+
+/// A plain JavaScript `Error` (misuse of the API, bad options).
+fn plain_err(message: &str) -> JsValue {
+    js_sys::Error::new(message).into()
 }
 
 /// g from JS: `{rotation: [9 numbers, row-major], translation: [3], permutation: [n] (optional)}`.
@@ -30,11 +39,11 @@ struct JsTransform {
 }
 
 impl JsTransform {
-    fn to_transform(&self, molecules: usize) -> Result<Transform, JsError> {
+    fn to_transform(&self, molecules: usize) -> Result<Transform, JsValue> {
         let mut t = Transform::default();
         if let Some(r) = &self.rotation {
             if r.len() != 9 {
-                return Err(JsError::new(
+                return Err(plain_err(
                     "transform.rotation needs 9 numbers (row-major 3x3)",
                 ));
             }
@@ -276,7 +285,7 @@ async fn open_gpu(w: &Weights, hardware_only: bool) -> crate::Result<(Rc<GpuMode
 impl Generator {
     /// Loads safetensors weights (errors name the offending tensor) and opens the backend: `"webgpu"`, `"cpu"`
     /// or `"auto"` (WebGPU on a hardware adapter, else the CPU, with the reason in `fallbackReason`).
-    pub async fn create(weights: Vec<u8>, backend: String) -> Result<Generator, JsError> {
+    pub async fn create(weights: Vec<u8>, backend: String) -> Result<Generator, JsValue> {
         let weights = Weights::from_bytes(&weights).map_err(js_err)?;
         Self::open(weights, &backend).await
     }
@@ -287,11 +296,11 @@ impl Generator {
         layers: usize,
         seed: u64,
         backend: String,
-    ) -> Result<Generator, JsError> {
+    ) -> Result<Generator, JsValue> {
         Self::open(Weights::random(nf, layers, seed), &backend).await
     }
 
-    async fn open(weights: Weights, backend: &str) -> Result<Generator, JsError> {
+    async fn open(weights: Weights, backend: &str) -> Result<Generator, JsValue> {
         let (gpu, adapter, fallback) = match backend {
             "cpu" => (None, String::new(), None),
             "webgpu" => {
@@ -303,7 +312,7 @@ impl Generator {
                 Err(e) => (None, String::new(), Some(e.to_string())),
             },
             other => {
-                return Err(JsError::new(&format!(
+                return Err(plain_err(&format!(
                     "backend must be \"auto\", \"webgpu\" or \"cpu\", not {other:?}"
                 )))
             }
@@ -360,12 +369,12 @@ impl Generator {
     }
 
     /// Starts a run (one chain, or two with `equivariance: true`).
-    pub fn start(&self, options: JsValue) -> Result<(), JsError> {
+    pub fn start(&self, options: JsValue) -> Result<(), JsValue> {
         let o: RunOptions = serde_wasm_bindgen::from_value(options)
-            .map_err(|e| JsError::new(&format!("options: {e}")))?;
+            .map_err(|e| plain_err(&format!("options: {e}")))?;
         let mut inner = self.inner.borrow_mut();
         if inner.busy {
-            return Err(JsError::new(
+            return Err(plain_err(
                 "a step is still running: await it before starting another run",
             ));
         }
@@ -408,7 +417,7 @@ impl Generator {
             let mut chains = take_chains(&inner)?;
             let result = step_chains(&mut chains, k).await;
             give_back(&inner, chains);
-            result.map_err(|e| JsValue::from(js_err(e)))
+            result.map_err(js_err)
         })
     }
 
@@ -419,22 +428,22 @@ impl Generator {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let t: JsTransform = serde_wasm_bindgen::from_value(transform)
-                .map_err(|e| JsValue::from(JsError::new(&format!("transform: {e}"))))?;
+                .map_err(|e| plain_err(&format!("transform: {e}")))?;
             let mut chains = take_chains(&inner)?;
             let result = retarget(&mut chains, &t).await;
             give_back(&inner, chains);
-            result.map_err(JsValue::from)?;
+            result?;
             Ok(JsValue::UNDEFINED)
         })
     }
 
     /// A finished molecule of a chain as XYZ text.
-    pub fn xyz(&self, chain: usize, molecule: usize) -> Result<String, JsError> {
+    pub fn xyz(&self, chain: usize, molecule: usize) -> Result<String, JsValue> {
         self.export(chain, molecule, to_xyz)
     }
 
     /// A finished molecule of a chain as SDF text (bonds inferred from distances).
-    pub fn sdf(&self, chain: usize, molecule: usize) -> Result<String, JsError> {
+    pub fn sdf(&self, chain: usize, molecule: usize) -> Result<String, JsValue> {
         self.export(chain, molecule, to_sdf)
     }
 
@@ -443,10 +452,10 @@ impl Generator {
         chain: usize,
         molecule: usize,
         f: impl Fn(&[f32], &[u8], &str) -> String,
-    ) -> Result<String, JsError> {
+    ) -> Result<String, JsValue> {
         let inner = self.inner.borrow();
         if inner.busy {
-            return Err(JsError::new(
+            return Err(plain_err(
                 "a step is still running: await it before exporting",
             ));
         }
@@ -454,12 +463,12 @@ impl Generator {
             .chains
             .get(chain)
             .and_then(|c| c.molecules())
-            .ok_or_else(|| JsError::new("no finished run to export"))?;
+            .ok_or_else(|| plain_err("no finished run to export"))?;
         let m = mols
             .get(molecule)
-            .ok_or_else(|| JsError::new(&format!("no molecule {molecule}")))?;
+            .ok_or_else(|| plain_err(&format!("no molecule {molecule}")))?;
         if m.failed {
-            return Err(JsError::new(&format!(
+            return Err(plain_err(&format!(
                 "molecule {molecule} diverged (non-finite positions); nothing to export"
             )));
         }
@@ -479,10 +488,9 @@ impl Generator {
 fn take_chains(inner: &Rc<RefCell<Inner>>) -> Result<Vec<Chain>, JsValue> {
     let mut i = inner.borrow_mut();
     if i.busy {
-        return Err(JsError::new(
+        return Err(plain_err(
             "another call is still running: await each call of the generator",
-        )
-        .into());
+        ));
     }
     i.busy = true;
     Ok(std::mem::take(&mut i.chains))
@@ -553,9 +561,9 @@ async fn step_chains(chains: &mut [Chain], k: usize) -> crate::Result<JsValue> {
     serde_wasm_bindgen::to_value(&frame).map_err(|e| crate::Error::Input(e.to_string()))
 }
 
-async fn retarget(chains: &mut [Chain], t: &JsTransform) -> Result<(), JsError> {
+async fn retarget(chains: &mut [Chain], t: &JsTransform) -> Result<(), JsValue> {
     if chains.len() < 2 {
-        return Err(JsError::new(
+        return Err(plain_err(
             "no equivariance run: start with equivariance: true",
         ));
     }

@@ -289,4 +289,6 @@ fn a_lost_device_is_an_error_not_a_crash() {
     let err = s.step_blocking(2).unwrap_err();
     assert!(matches!(err, Error::GpuLost(_)), "{err}");
     assert!(err.to_string().contains("lost"), "{err}");
+    // the name the browser bindings give it, on which the page's worker decides to move to the CPU
+    assert_eq!(err.kind(), "GpuLostError");
 }

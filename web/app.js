@@ -35,9 +35,14 @@ const atomsSel = $('atoms');
 atomsSel.append(new Option(t('qm9'), 'qm9'));
 for (let n = 3; n <= 29; n++) atomsSel.append(new Option(String(n), String(n)));
 // A URL value the menu lacks: a whole number of steps from 1 to 1000 joins the menu (so links reproduce); any
-// other value is reported when the page is ready, with the value used instead.
+// other value is reported in a note that stays while runs come and go, with the value used instead.
 const ignoredParams = [];
-const ignore = (name, value, used) => ignoredParams.push(t('ignoredParam', { name, value, used }));
+const ignore = (name, value, used) => ignoredParams.push({ name, value, used });
+function showNotice() {
+  const el = $('notice');
+  el.textContent = ignoredParams.map((p) => t('ignoredParam', p)).join(' ');
+  el.hidden = ignoredParams.length === 0;
+}
 const pick = (el, name, accept = () => false) => {
   const v = params.get(name);
   if (v === null) return;
@@ -56,6 +61,7 @@ if (seed !== null) {
   else ignore('seed', seed, $('seed').value);
 }
 $('equivariance').checked = params.get('eq') === '1';
+showNotice();
 
 function writeUrl() {
   const p = new URLSearchParams();
@@ -144,6 +150,7 @@ function status(kind, text) {
 
 function refreshTexts() {
   $('pause').textContent = state.paused ? t('resume') : t('pause');
+  showNotice();
   if (state.frames.length) showFrame(state.frames.length - 1);
 }
 
@@ -172,7 +179,7 @@ worker.onmessage = (e) => {
       $('backend').dataset.backend = m.backend;
       $('generate').disabled = false;
       $('progress').value = 0;
-      status('ready', [t('ready'), ...ignoredParams].join(' '));
+      status('ready', t('ready'));
       if (params.get('autostart') === '1') generate();
       break;
     case 'gpu-lost':
@@ -260,6 +267,7 @@ $('pause').addEventListener('click', () => {
   state.paused = !state.paused;
   worker.postMessage({ type: state.paused ? 'pause' : 'resume' });
   $('pause').textContent = state.paused ? t('resume') : t('pause');
+  showNotice();
   status(state.paused ? 'paused' : 'running', state.paused ? t('paused') : t('running'));
 });
 $('stop').addEventListener('click', () => worker.postMessage({ type: 'stop' }));

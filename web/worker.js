@@ -71,6 +71,10 @@ async function open(backend) {
   return { backend: gen.backend, adapter: gen.adapter, fallbackReason: gen.fallbackReason ?? null, model: gen.model };
 }
 
+const GPU_FAILURES = ['GpuLostError', 'GpuError'];
+// an error for the page: its message, and its kind where the wasm side named it (`WeightsError`, `InputError`, ...)
+const errorData = (e) => ({ message: String(e?.message ?? e), ...(e?.name && e.name !== 'Error' ? { name: e.name } : {}) });
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Every message of a run carries its id, so the page can drop what a replaced run still sends.
@@ -79,9 +83,9 @@ async function runLoop(r) {
   // a lost GPU device (mid-run, or already lost when the run starts): reopen on the CPU and restart the same run
   // (same seed, same molecules); anything else is the caller's error
   const onCpu = async (e) => {
-    const msg = String(e?.message ?? e);
-    if (!(/device lost|GPU/i.test(msg) && gen.backend === 'webgpu')) throw e;
-    post('gpu-lost', { reason: msg, ...(await open('cpu')) });
+    // the wasm side names its errors by kind (Error::kind): a lost device, or a GPU call that failed
+    if (!(GPU_FAILURES.includes(e?.name) && gen.backend === 'webgpu')) throw e;
+    post('gpu-lost', { reason: String(e?.message ?? e), ...(await open('cpu')) });
     r.transform = r.options.transform ?? null;
     return runLoop(r);
   };
@@ -126,7 +130,7 @@ async function runLoop(r) {
 }
 
 function serial(fn) {
-  busy = busy.then(fn).catch((e) => post('error', { message: String(e?.message ?? e) }));
+  busy = busy.then(fn).catch((e) => post('error', errorData(e)));
   return busy;
 }
 
@@ -169,7 +173,7 @@ self.onmessage = (e) => {
         const text = m.format === 'sdf' ? gen.sdf(m.chain, m.molecule) : gen.xyz(m.chain, m.molecule);
         post('export', { format: m.format, text, molecule: m.molecule, id: m.id });
       } catch (err) {
-        post('error', { message: String(err?.message ?? err) });
+        post('error', errorData(err));
       }
       break;
     default:

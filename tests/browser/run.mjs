@@ -212,18 +212,21 @@ test('app: a GPU device lost mid-run restarts the run on the CPU with the same m
   }
 });
 
-test('app: a link with a step count off the menu runs it; a value that cannot be used is reported', async (browser) => {
-  const { page, close } = await openApp(browser, 'steps=20&batch=3&atoms=9&seed=4&backend=cpu');
+test('app: a link with a step count off the menu runs it; a value that cannot be used stays reported through an autostarted run', async (browser) => {
+  // autostart: the run begins at once, and the note must outlive the ready status it used to be part of
+  const { page, close } = await openApp(browser, 'steps=20&batch=3&atoms=9&seed=4&backend=cpu&autostart=1');
   try {
-    if ((await waitState(page, ['ready', 'error'], 120000)) !== 'ready') throw new Error('not ready');
-    const text = await page.getByTestId('status').textContent();
-    if (!/batch=3 is not available; using 1/.test(text)) throw new Error(`batch=3 should be reported: ${text}`);
+    if ((await waitState(page, ['done', 'error'], 120000)) !== 'done') throw new Error(await page.getByTestId('status').textContent());
+    const note = page.getByTestId('notice');
+    const text = await note.textContent();
+    if (!(await note.isVisible()) || !/batch=3 is not available; using 1/.test(text)) throw new Error(`batch=3 should be reported: ${text}`);
     if (/steps=/.test(text)) throw new Error(`steps=20 is valid and should not be reported: ${text}`);
     if ((await page.getByTestId('steps').inputValue()) !== '20') throw new Error('steps=20 was not selected');
-    await page.getByTestId('generate').click();
-    if ((await waitState(page, ['done', 'error'], 120000)) !== 'done') throw new Error(await page.getByTestId('status').textContent());
     const progress = await page.locator('#progress-text').textContent();
     if (!/of 21\b/.test(progress)) throw new Error(`expected 20 steps (21 frames), got: ${progress}`);
+    // the note follows the language
+    await page.getByTestId('language').selectOption('zh');
+    if (!/batch=3 不可用/.test(await note.textContent())) throw new Error(`note not translated: ${await note.textContent()}`);
   } finally {
     await close();
   }

@@ -65,6 +65,13 @@ fs.writeFileSync(path.join(project, 'lost.html'), `<!doctype html><meta charset=
     for await (const f of idle.sample(options)) late = f;
     if (idle.backend !== 'cpu') throw new Error('a device lost between runs: the next run is on ' + idle.backend);
     if (late.molecules[0].toXYZ() !== b) throw new Error('a device lost between runs: the molecule differs');
+    // a bad input on WebGPU is the caller's error, named by its kind, and the generator stays on the GPU
+    const bad = await Generator.create({ backend: 'webgpu' });
+    let named = null;
+    try { for await (const f of bad.sample({ atoms: 40, steps: 5 })) void f; } catch (e) { named = e; }
+    if (named?.name !== 'InputError' || !/atom count 40/.test(named.message) || bad.backend !== 'webgpu') {
+      throw new Error('atoms 40 on WebGPU: ' + named?.name + ' ' + named?.message + ', backend ' + bad.backend);
+    }
     document.getElementById('xyz').textContent = a;
     Object.assign(status.dataset, { backend: gen.backend, frames: String(frames), state: 'done' });
     status.textContent = last.molecules[0].formula + ' after the loss (' + gen.fallbackReason + ')';
@@ -85,7 +92,7 @@ for (const [name, url, backend, minFrames] of [
   ['plain HTML, backend webgpu', 'index.html?backend=webgpu&steps=30&atoms=9', 'webgpu', 5],
   ['plain HTML, backend cpu', 'index.html?backend=cpu&steps=100&atoms=9', 'cpu', 5],
   ['bundler (esbuild), backend cpu', 'bundled/index.html?backend=cpu', 'cpu', 5],
-  ['a GPU device lost mid-run or between runs (simulateGpuLoss): the run restarts on the CPU, same molecule', 'lost.html', 'cpu', 5],
+  ['a GPU device lost mid-run or between runs (simulateGpuLoss): the run restarts on the CPU, same molecule; a bad input is an InputError and stays on WebGPU', 'lost.html', 'cpu', 5],
 ]) {
   const page = await browser.newPage();
   const t0 = Date.now();
