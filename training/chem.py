@@ -57,8 +57,8 @@ def stability(pos, types):
     return int(sum(ok)), len(types), all(ok)
 
 
-def molecule_smiles(pos, types):
-    """Canonical SMILES of the largest fragment, or None when RDKit sanitisation fails (spec §4.3)."""
+def _rdkit_molecule(pos, types):
+    """The unsanitised RDKit molecule of spec §4.3: atoms, and bonds from the distance rule."""
     from rdkit import Chem, RDLogger
 
     RDLogger.DisableLog("rdApp.*")
@@ -68,6 +68,14 @@ def molecule_smiles(pos, types):
     kinds = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
     for i, j, o in bonds(pos, [int(t) for t in types]):
         mol.AddBond(i, j, kinds[o])
+    return mol
+
+
+def molecule_smiles(pos, types):
+    """Canonical SMILES of the largest fragment, or None when RDKit sanitisation fails (spec §4.3)."""
+    from rdkit import Chem
+
+    mol = _rdkit_molecule(pos, types)
     try:
         Chem.SanitizeMol(mol)
     except ValueError:
@@ -75,3 +83,18 @@ def molecule_smiles(pos, types):
     frags = Chem.rdmolops.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
     largest = max(frags, key=lambda m: m.GetNumAtoms())
     return Chem.MolToSmiles(largest)
+
+
+def invalid_reason(pos, types):
+    """Why RDKit refuses the molecule, or None when it sanitises: "N valence 4" for an atom with more bonds (by
+    order) than RDKit allows uncharged, else RDKit's message. For reading evaluation results, not a metric."""
+    import re
+
+    from rdkit import Chem
+
+    try:
+        Chem.SanitizeMol(_rdkit_molecule(pos, types))
+    except ValueError as e:
+        m = re.search(r"atom # ?\d+ (\w+), (\d+), is greater than permitted", str(e))
+        return f"{m.group(1)} valence {m.group(2)}" if m else str(e).strip().splitlines()[0][:80]
+    return None

@@ -196,7 +196,7 @@ def config_metadata(nf, n_layers, T=1000, provenance=None):
         "n_nodes_histogram": {str(k): v for k, v in N_NODES_HISTOGRAM.items()},
         "provenance": provenance or {},
     }
-    return {"equivariant": json.dumps(cfg, sort_keys=True)}
+    return {"equivariant": json.dumps(cfg, sort_keys=True, allow_nan=False)}
 
 
 def count_params(model):

@@ -9,6 +9,7 @@ Rust `equivariant eval`), RDKit validity, uniqueness and novelty against the tra
 --json, writes all numbers to a file.
 """
 import argparse
+import collections
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from chem import ELEMENTS, molecule_smiles, stability  # noqa: E402
+from chem import ELEMENTS, invalid_reason, molecule_smiles, stability  # noqa: E402
 
 
 def read_xyz(path):
@@ -73,6 +74,8 @@ def main():
         atoms += na
         stable_mols += ok
         smiles.append(molecule_smiles(pos, types))
+    # why the invalid ones fail ("N valence 4": an atom over-bonded by the distance rule), most common first
+    reasons = collections.Counter(invalid_reason(p, t) for (p, t), s in zip(mols, smiles) if s is None)
     valid = [s for s in smiles if s is not None]
     unique = set(valid)
     res = {
@@ -87,6 +90,7 @@ def main():
         "uniqueness": len(unique) / max(len(valid), 1),
         "valid_and_unique": len(unique) / max(len(mols), 1),
         "sampling_seconds": round(sample_s, 1),
+        "invalid_reasons": dict(reasons.most_common()),
     }
     if os.path.exists(args.smiles):
         train = set(open(args.smiles).read().split())

@@ -107,6 +107,21 @@ class TrainingTests(unittest.TestCase):
             self.assertEqual((cfg["nf"], cfg["n_layers"]), (8, 2))
             self.assertEqual(cfg["provenance"]["molecules_seen"], 64)
             self.assertEqual(set(tensors), set(m.state_dict()))
+            # float16 export: all but the γ table halved, values within float16 rounding, provenance kept
+            h = os.path.join(d, "h.safetensors")
+            # a chunk that ends before its first loss: no NaN in the metadata (the crate reads strict JSON)
+            self.assertTrue(train.save_weights(h, m, {"molecules_seen": 64, "final_loss": float("nan")}, "f16"))
+            with open(h, "rb") as fh:
+                header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+            strict = json.loads(header["__metadata__"]["equivariant"], parse_constant=lambda c: self.fail(c))
+            self.assertNotIn("final_loss", strict["provenance"])
+            half, cfg16 = train.read_safetensors(h)
+            self.assertEqual(cfg16["provenance"]["molecules_seen"], 64)
+            self.assertEqual(half["gamma.gamma"].dtype, torch.float32)
+            for k, v in m.state_dict().items():
+                if k != "gamma.gamma":
+                    self.assertEqual(half[k].dtype, torch.float16, k)
+                    self.assertTrue(torch.allclose(half[k].float(), v, rtol=2 ** -10, atol=1e-7), k)
             with torch.no_grad():
                 m.dynamics.egnn.embedding.weight[0, 0] = float("nan")
             q = os.path.join(d, "bad.safetensors")
@@ -148,6 +163,15 @@ class DataTests(unittest.TestCase):
         self.assertEqual(chem.bond_order("C", "C", 1.20), 3)
         self.assertEqual(chem.bond_order("C", "O", 1.21), 2)
         self.assertEqual(chem.bond_order("C", "H", 1.25), 0)
+
+    def test_invalid_reason_names_the_over_bonded_atom(self):
+        # N or C at the origin with four H 1.0 A away, tetrahedral (H-H 1.63 A: no bond)
+        d = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=np.float32) / np.sqrt(3)
+        pos = np.vstack([np.zeros((1, 3), np.float32), d])
+        self.assertEqual(chem.invalid_reason(pos, [2, 0, 0, 0, 0]), "N valence 4")
+        self.assertIsNone(chem.molecule_smiles(pos, [2, 0, 0, 0, 0]))
+        self.assertIsNone(chem.invalid_reason(pos, [1, 0, 0, 0, 0]))
+        self.assertEqual(chem.molecule_smiles(pos, [1, 0, 0, 0, 0]), "[H]C([H])([H])[H]")
 
 
 if __name__ == "__main__":
