@@ -57,27 +57,35 @@ export interface SampleOptions {
   /** 1 to 1000 (default 1000) */
   steps?: number;
   seed?: number;
-  /** molecules per run (default 1) */
+  /** molecules per run (default 1); on WebGPU a batch holds at most 65,535 atoms (more: an `InputError`) */
   batch?: number;
   transform?: Transform;
   signal?: AbortSignal;
 }
 
 /**
- * The `name` of an error from `create` or `sample`, where the generator knows its kind; other errors (bad
- * options, a weights file that fails its SHA-256 check, a worker that fails to start) are plain `Error`s. A
- * `GpuLostError` or `GpuError` during a run does not reach the caller: the run restarts on the CPU.
+ * The `name` of an error from `create` or `sample`, where the generator knows its kind (`Error::kind` of the
+ * crate); other errors (bad options, a weights file that fails its SHA-256 check, a failed download, a worker that
+ * fails to start) are plain `Error`s. A `GpuLostError` or `GpuError` during a run does not reach the caller: the
+ * run restarts on the CPU.
  */
 export type GeneratorErrorName =
   | 'WeightsError'
   | 'InputError'
   | 'NonFiniteError'
+  | 'FinishedError'
   | 'NoAdapterError'
   | 'GpuError'
   | 'GpuLostError'
-  | 'TensorBackendError';
+  | 'ConvertError'
+  | 'TensorBackendError'
+  | 'IoError'
+  | 'JsonError';
 
-/** Rejects and throws `Error`s whose `name` is a `GeneratorErrorName` or `'Error'`. */
+/**
+ * Rejects and throws `Error`s whose `name` is a `GeneratorErrorName` or `'Error'`; `sample` whose `signal`
+ * aborts throws a `DOMException` named `'AbortError'`.
+ */
 export declare class Generator {
   static create(options?: CreateOptions): Promise<Generator>;
   /** 'cpu' after a lost GPU device (the run goes on there) */

@@ -4,7 +4,6 @@
 
 const HERE = new URL('./', import.meta.url);
 
-/** Turns a worker frame into the public shape: typed arrays, molecule 0 at the top level. */
 // an error from the worker, with the kind the wasm side gave it as `name` (`WeightsError`, `InputError`,
 // `GpuLostError`, ...; plain `Error` otherwise)
 function workerError(m) {
@@ -13,6 +12,7 @@ function workerError(m) {
   return e;
 }
 
+/** Turns a worker frame into the public shape: typed arrays, molecule 0 at the top level. */
 function decorate(f) {
   const molecules = f.chains[0].map((m) => ({
     positions: Float32Array.from(m.positions),

@@ -127,6 +127,10 @@ def save_weights(path, ema, provenance, precision="f32"):
         return (v.half() if precision == "f16" and k != "gamma.gamma" else v).contiguous()
 
     sd = {k: stored(k, v) for k, v in ema.state_dict().items()}
+    over = [k for k, v in sd.items() if v.dtype == torch.float16 and not torch.isfinite(v).all()]
+    if over and all(torch.isfinite(v).all() for v in ema.state_dict().values()):
+        log(f"{over[:3]} overflow float16: {path} written as float32")
+        sd = {k: v.detach().float().cpu().contiguous() for k, v in ema.state_dict().items()}
     # the metadata is strict JSON for the crate: a NaN or infinity there would make the file unreadable
     odd = [k for k, v in provenance.items() if isinstance(v, float) and not math.isfinite(v)]
     if odd:

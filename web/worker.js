@@ -72,8 +72,11 @@ async function open(backend) {
 }
 
 const GPU_FAILURES = ['GpuLostError', 'GpuError'];
-// an error for the page: its message, and its kind where the wasm side named it (`WeightsError`, `InputError`, ...)
-const errorData = (e) => ({ message: String(e?.message ?? e), ...(e?.name && e.name !== 'Error' ? { name: e.name } : {}) });
+// the names the wasm side gives its errors (Error::kind in src/error.rs); any other error reaches the page as a
+// plain Error with its message
+const ERROR_KINDS = ['WeightsError', 'InputError', 'NonFiniteError', 'FinishedError', 'NoAdapterError', 'GpuError',
+  'GpuLostError', 'ConvertError', 'TensorBackendError', 'IoError', 'JsonError'];
+const errorData = (e) => ({ message: String(e?.message ?? e), ...(ERROR_KINDS.includes(e?.name) ? { name: e.name } : {}) });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

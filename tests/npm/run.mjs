@@ -72,6 +72,13 @@ fs.writeFileSync(path.join(project, 'lost.html'), `<!doctype html><meta charset=
     if (named?.name !== 'InputError' || !/atom count 40/.test(named.message) || bad.backend !== 'webgpu') {
       throw new Error('atoms 40 on WebGPU: ' + named?.name + ' ' + named?.message + ', backend ' + bad.backend);
     }
+    // a GPU size limit: its message mentions the GPU, but it is the caller's input, not a lost device
+    named = null;
+    try { for await (const f of bad.sample({ atoms: 29, batch: 2300, steps: 2 })) void f; } catch (e) { named = e; }
+    if (named?.name !== 'InputError' || !/GPU batch holds at most 65,535 atoms/.test(named.message) || bad.backend !== 'webgpu') {
+      throw new Error('66,700 atoms on WebGPU: ' + named?.name + ' ' + named?.message + ', backend ' + bad.backend);
+    }
+    bad.dispose();
     document.getElementById('xyz').textContent = a;
     Object.assign(status.dataset, { backend: gen.backend, frames: String(frames), state: 'done' });
     status.textContent = last.molecules[0].formula + ' after the loss (' + gen.fallbackReason + ')';

@@ -122,6 +122,13 @@ class TrainingTests(unittest.TestCase):
                 if k != "gamma.gamma":
                     self.assertEqual(half[k].dtype, torch.float16, k)
                     self.assertTrue(torch.allclose(half[k].float(), v, rtol=2 ** -10, atol=1e-7), k)
+            # a finite weight too large for float16: that file falls back to float32 rather than failing the save
+            with torch.no_grad():
+                m.dynamics.egnn.embedding.weight[0, 0] = 1e6
+            self.assertTrue(train.save_weights(h, m, {}, "f16"))
+            big, _ = train.read_safetensors(h)
+            self.assertEqual(big["dynamics.egnn.embedding.weight"].dtype, torch.float32)
+            self.assertEqual(float(big["dynamics.egnn.embedding.weight"][0, 0]), 1e6)
             with torch.no_grad():
                 m.dynamics.egnn.embedding.weight[0, 0] = float("nan")
             q = os.path.join(d, "bad.safetensors")
