@@ -37,17 +37,19 @@ for (let n = 3; n <= 29; n++) atomsSel.append(new Option(String(n), String(n)));
 // A URL value the menu lacks: a whole number of steps from 1 to 1000 joins the menu (so links reproduce); any
 // other value is reported in a note that stays while runs come and go, with the value used instead.
 const ignoredParams = [];
+// `used` is the text of what the page uses instead, or the menu option, whose text follows the language
 const ignore = (name, value, used) => ignoredParams.push({ name, value, used });
 function showNotice() {
   const el = $('notice');
-  el.textContent = ignoredParams.map((p) => t('ignoredParam', p)).join(' ');
+  el.textContent = ignoredParams.map(({ name, value, used }) =>
+    t('ignoredParam', { name, value, used: typeof used === 'string' ? used : used.text })).join(' ');
   el.hidden = ignoredParams.length === 0;
 }
 const pick = (el, name, accept = () => false) => {
   const v = params.get(name);
   if (v === null) return;
   if (![...el.options].some((o) => o.value === v)) {
-    if (!accept(v)) { ignore(name, v, el.selectedOptions[0]?.text ?? el.value); return; }
+    if (!accept(v)) { ignore(name, v, el.selectedOptions[0] ?? el.value); return; }
     el.append(new Option(v, v));
   }
   el.value = v;
@@ -150,6 +152,7 @@ function status(kind, text) {
 
 function refreshTexts() {
   $('pause').textContent = state.paused ? t('resume') : t('pause');
+  atomsSel.options[0].text = t('qm9');
   showNotice();
   if (state.frames.length) showFrame(state.frames.length - 1);
 }

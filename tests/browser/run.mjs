@@ -214,19 +214,21 @@ test('app: a GPU device lost mid-run restarts the run on the CPU with the same m
 
 test('app: a link with a step count off the menu runs it; a value that cannot be used stays reported through an autostarted run', async (browser) => {
   // autostart: the run begins at once, and the note must outlive the ready status it used to be part of
-  const { page, close } = await openApp(browser, 'steps=20&batch=3&atoms=9&seed=4&backend=cpu&autostart=1');
+  const { page, close } = await openApp(browser, 'steps=20&batch=3&atoms=40&seed=4&backend=cpu&autostart=1');
   try {
     if ((await waitState(page, ['done', 'error'], 120000)) !== 'done') throw new Error(await page.getByTestId('status').textContent());
     const note = page.getByTestId('notice');
     const text = await note.textContent();
     if (!(await note.isVisible()) || !/batch=3 is not available; using 1/.test(text)) throw new Error(`batch=3 should be reported: ${text}`);
+    if (!/atoms=40 is not available; using QM9 distribution/.test(text)) throw new Error(`atoms=40 should be reported: ${text}`);
     if (/steps=/.test(text)) throw new Error(`steps=20 is valid and should not be reported: ${text}`);
     if ((await page.getByTestId('steps').inputValue()) !== '20') throw new Error('steps=20 was not selected');
     const progress = await page.locator('#progress-text').textContent();
     if (!/of 21\b/.test(progress)) throw new Error(`expected 20 steps (21 frames), got: ${progress}`);
     // the note follows the language
     await page.getByTestId('language').selectOption('zh');
-    if (!/batch=3 不可用/.test(await note.textContent())) throw new Error(`note not translated: ${await note.textContent()}`);
+    const zh = await note.textContent();
+    if (!/batch=3 不可用/.test(zh) || !/atoms=40 不可用，改用 QM9 分布/.test(zh)) throw new Error(`note not translated: ${zh}`);
   } finally {
     await close();
   }
