@@ -118,28 +118,27 @@ def read_safetensors(path):
 
 def save_weights(path, ema, provenance, precision="f32"):
     """Writes the EMA weights; with precision "f16" every tensor but the γ table (tiny, and the sampler's precision
-    hangs on it) is stored as float16, like `equivariant convert --f16`. Refuses non-finite values (also ones that
-    overflow float16)."""
+    hangs on it) is stored as float16, like `equivariant convert --f16` (all as float32 if a weight is too large for
+    float16). Refuses non-finite weights; leaves non-finite provenance values out."""
     from safetensors.torch import save_file
 
-    def stored(k, v):
-        v = v.detach().float().cpu()
-        return (v.half() if precision == "f16" and k != "gamma.gamma" else v).contiguous()
-
-    sd = {k: stored(k, v) for k, v in ema.state_dict().items()}
-    over = [k for k, v in sd.items() if v.dtype == torch.float16 and not torch.isfinite(v).all()]
-    if over and all(torch.isfinite(v).all() for v in ema.state_dict().values()):
-        log(f"{over[:3]} overflow float16: {path} written as float32")
-        sd = {k: v.detach().float().cpu().contiguous() for k, v in ema.state_dict().items()}
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in ema.state_dict().items()}
+    bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
+    if bad:
+        log(f"NOT saving {path}: non-finite tensors {bad[:3]}")
+        return False
+    if precision == "f16":
+        half = {k: v if k == "gamma.gamma" else v.half() for k, v in sd.items()}
+        over = [k for k, v in half.items() if not torch.isfinite(v).all()]
+        if over:
+            log(f"{over[:3]} overflow float16: {path} written as float32")
+        else:
+            sd = half
     # the metadata is strict JSON for the crate: a NaN or infinity there would make the file unreadable
     odd = [k for k, v in provenance.items() if isinstance(v, float) and not math.isfinite(v)]
     if odd:
         log(f"provenance {odd} not finite: left out of {path}")
         provenance = {k: v for k, v in provenance.items() if k not in odd}
-    bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
-    if bad:
-        log(f"NOT saving {path}: non-finite tensors {bad[:3]}")
-        return False
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     save_file(sd, tmp, metadata=config_metadata(ema.nf, ema.n_layers, ema.T, provenance))

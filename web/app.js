@@ -270,7 +270,6 @@ $('pause').addEventListener('click', () => {
   state.paused = !state.paused;
   worker.postMessage({ type: state.paused ? 'pause' : 'resume' });
   $('pause').textContent = state.paused ? t('resume') : t('pause');
-  showNotice();
   status(state.paused ? 'paused' : 'running', state.paused ? t('paused') : t('running'));
 });
 $('stop').addEventListener('click', () => worker.postMessage({ type: 'stop' }));
