@@ -22,6 +22,13 @@ fn js_err(e: crate::Error) -> JsValue {
     err.into()
 }
 
+/// The `name`s the crate gives its JavaScript errors (`Error::KINDS`): an error named otherwise did not come from
+/// the crate (a failed download, a wasm panic, a `TypeError`).
+#[wasm_bindgen(js_name = errorKinds)]
+pub fn error_kinds() -> Vec<String> {
+    crate::Error::KINDS.iter().map(|k| k.to_string()).collect()
+}
+
 /// A plain JavaScript `Error` (misuse of the API, bad options).
 fn plain_err(message: &str) -> JsValue {
     js_sys::Error::new(message).into()

@@ -1,7 +1,7 @@
 // The sampler in a dedicated Web Worker, so the page (and its viewer) stays responsive. Loads the wasm module,
 // fetches the weights once through the Cache API (checked against the SHA-256 of weights/manifest.json), opens
 // WebGPU or falls back to the CPU, and streams frames to the page. A lost GPU device switches to the CPU.
-import init, { Generator } from './equivariant.js';
+import init, { Generator, errorKinds } from './equivariant.js';
 
 const post = (type, data = {}) => self.postMessage({ type, ...data });
 let gen = null;
@@ -72,10 +72,9 @@ async function open(backend) {
 }
 
 const GPU_FAILURES = ['GpuLostError', 'GpuError'];
-// the names the wasm side gives its errors (Error::kind in src/error.rs); any other error reaches the page as a
-// plain Error with its message
-const ERROR_KINDS = ['WeightsError', 'InputError', 'NonFiniteError', 'FinishedError', 'NoAdapterError', 'GpuError',
-  'GpuLostError', 'ConvertError', 'TensorBackendError', 'IoError', 'JsonError'];
+// the names the wasm side gives its errors (Error::KINDS in src/error.rs, exported as errorKinds() and read once
+// the module is loaded); any other error (a failed download, a wasm panic) reaches the page as a plain Error
+let ERROR_KINDS = [];
 const errorData = (e) => ({ message: String(e?.message ?? e), ...(ERROR_KINDS.includes(e?.name) ? { name: e.name } : {}) });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -143,6 +142,7 @@ self.onmessage = (e) => {
     case 'init':
       serial(async () => {
         await init({ module_or_path: new URL('equivariant_bg.wasm', import.meta.url) });
+        ERROR_KINDS = errorKinds();
         weightBytes = await loadWeights(m);
         post('ready', await open(m.backend || 'auto'));
       });
