@@ -71,30 +71,33 @@ def _rdkit_molecule(pos, types):
     return mol
 
 
-def molecule_smiles(pos, types):
-    """Canonical SMILES of the largest fragment, or None when RDKit sanitisation fails (spec §4.3)."""
+def rdkit_verdict(pos, types):
+    """RDKit's verdict on one molecule (spec §4.3), sanitising it once: `(smiles, None)` with the canonical SMILES
+    of the largest fragment when it sanitises, else `(None, reason)`. The reason reads "N valence 4" for an atom
+    with more bonds (by order) than RDKit allows uncharged, else it is RDKit's message; it is for reading
+    evaluation results, not a metric."""
+    import re
+
     from rdkit import Chem
 
     mol = _rdkit_molecule(pos, types)
     try:
         Chem.SanitizeMol(mol)
-    except ValueError:
-        return None
+    except ValueError as e:
+        m = re.search(r"atom # ?\d+ (\w+), (\d+), is greater than permitted", str(e))
+        if m:
+            return None, f"{m.group(1)} valence {m.group(2)}"
+        return None, (str(e).strip().splitlines() or ["sanitisation failed"])[0][:80]
     frags = Chem.rdmolops.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
     largest = max(frags, key=lambda m: m.GetNumAtoms())
-    return Chem.MolToSmiles(largest)
+    return Chem.MolToSmiles(largest), None
+
+
+def molecule_smiles(pos, types):
+    """Canonical SMILES of the largest fragment, or None when RDKit sanitisation fails (spec §4.3)."""
+    return rdkit_verdict(pos, types)[0]
 
 
 def invalid_reason(pos, types):
-    """Why RDKit refuses the molecule, or None when it sanitises: "N valence 4" for an atom with more bonds (by
-    order) than RDKit allows uncharged, else RDKit's message. For reading evaluation results, not a metric."""
-    import re
-
-    from rdkit import Chem
-
-    try:
-        Chem.SanitizeMol(_rdkit_molecule(pos, types))
-    except ValueError as e:
-        m = re.search(r"atom # ?\d+ (\w+), (\d+), is greater than permitted", str(e))
-        return f"{m.group(1)} valence {m.group(2)}" if m else str(e).strip().splitlines()[0][:80]
-    return None
+    """Why RDKit refuses the molecule (see `rdkit_verdict`), or None when it sanitises."""
+    return rdkit_verdict(pos, types)[1]

@@ -22,7 +22,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from chem import ELEMENTS, invalid_reason, molecule_smiles, stability  # noqa: E402
+from chem import ELEMENTS, rdkit_verdict, stability  # noqa: E402
 
 
 def read_xyz(path):
@@ -68,14 +68,17 @@ def main():
 
     stable_atoms = atoms = stable_mols = 0
     smiles = []
+    # why the invalid ones fail ("N valence 4": an atom over-bonded by the distance rule), most common first
+    reasons = collections.Counter()
     for pos, types in mols:
         sa, na, ok = stability(pos, types)
         stable_atoms += sa
         atoms += na
         stable_mols += ok
-        smiles.append(molecule_smiles(pos, types))
-    # why the invalid ones fail ("N valence 4": an atom over-bonded by the distance rule), most common first
-    reasons = collections.Counter(invalid_reason(p, t) for (p, t), s in zip(mols, smiles) if s is None)
+        smi, reason = rdkit_verdict(pos, types)
+        smiles.append(smi)
+        if reason is not None:
+            reasons[reason] += 1
     valid = [s for s in smiles if s is not None]
     unique = set(valid)
     res = {

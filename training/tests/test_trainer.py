@@ -179,6 +179,12 @@ class DataTests(unittest.TestCase):
         self.assertIsNone(chem.molecule_smiles(pos, [2, 0, 0, 0, 0]))
         self.assertIsNone(chem.invalid_reason(pos, [1, 0, 0, 0, 0]))
         self.assertEqual(chem.molecule_smiles(pos, [1, 0, 0, 0, 0]), "[H]C([H])([H])[H]")
+        # the evaluation's single sanitisation gives both at once
+        self.assertEqual(chem.rdkit_verdict(pos, [2, 0, 0, 0, 0]), (None, "N valence 4"))
+        self.assertEqual(chem.rdkit_verdict(pos, [1, 0, 0, 0, 0]), ("[H]C([H])([H])[H]", None))
+        # two fragments: the SMILES is the largest one's (CH4 beside a lone H 5 A from the C)
+        two = np.vstack([pos, [[5.0, 0.0, 0.0]]]).astype(np.float32)
+        self.assertEqual(chem.rdkit_verdict(two, [1, 0, 0, 0, 0, 0]), ("[H]C([H])([H])[H]", None))
 
 
 if __name__ == "__main__":
