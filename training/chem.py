@@ -96,8 +96,3 @@ def rdkit_verdict(pos, types):
 def molecule_smiles(pos, types):
     """Canonical SMILES of the largest fragment, or None when RDKit sanitisation fails (spec §4.3)."""
     return rdkit_verdict(pos, types)[0]
-
-
-def invalid_reason(pos, types):
-    """Why RDKit refuses the molecule (see `rdkit_verdict`), or None when it sanitises."""
-    return rdkit_verdict(pos, types)[1]
