@@ -96,3 +96,36 @@ def rdkit_verdict(pos, types):
 def molecule_smiles(pos, types):
     """Canonical SMILES of the largest fragment, or None when RDKit sanitisation fails (spec §4.3)."""
     return rdkit_verdict(pos, types)[0]
+
+
+def _threshold(table, a, b, margin):
+    """The distance (Angstrom) below which a bond of this table's order counts, or None if the pair has none."""
+    ref = BONDS1[a][b] if table is None else _pair(table, a, b)
+    return None if ref is None else (ref + margin) / 100.0
+
+
+def over_bonded(pos, types):
+    """Why atoms break the valence rule (spec §4.2): one `(element, cause, margin)` per atom whose bond orders sum
+    above its valence. `cause` is "neighbours" when it has more bonded neighbours than its valence (margin: how far
+    its longest bond lies inside the single-bond threshold), else "order": the neighbour count fits but a bond
+    counts double or triple (margin: how far the multiple bond nearest its threshold lies inside it, so a bond
+    `margin` Angstrom longer would have counted one order lower). Margins in Angstrom, >= 0."""
+    pos = np.asarray(pos, dtype=np.float32)
+    neighbours = [[] for _ in types]
+    for i, j, o in bonds(pos, types):
+        d = float(np.linalg.norm(pos[i] - pos[j]))
+        neighbours[i].append((ELEMENTS[types[j]], o, d))
+        neighbours[j].append((ELEMENTS[types[i]], o, d))
+    out = []
+    for k, t in enumerate(types):
+        el = ELEMENTS[t]
+        if sum(o for _, o, _ in neighbours[k]) <= VALENCE[el]:
+            continue
+        if len(neighbours[k]) > VALENCE[el]:
+            other, _, d = max(neighbours[k], key=lambda n: n[2])
+            out.append((el, "neighbours", _threshold(None, el, other, 10) - d))
+        else:
+            margins = [(_threshold(BONDS2, el, other, 5) if o == 2 else _threshold(BONDS3, el, other, 3)) - d
+                       for other, o, d in neighbours[k] if o >= 2]
+            out.append((el, "order", min(margins)))
+    return out

@@ -7,6 +7,14 @@ Reports atom stability, molecule stability (EDM bond rule, computed here in Pyth
 Rust `equivariant eval`), RDKit validity, uniqueness and novelty against the training SMILES
 (`training/data/train_smiles.txt`, written by `prepare_data.py --smiles`). Prints a Markdown table row and, with
 --json, writes all numbers to a file.
+
+    python training/evaluate.py --samples new.xyz --paired old.xyz   # compare two kept sample files
+
+It also says why molecules fail (`over_bonded`: over-valent atoms with too many neighbours, against those whose
+neighbour count fits but a bond counts double or triple, and how far inside its threshold that bond lies).
+`--paired` compares two sample files drawn with the same seed, atom counts and steps (so the same noise) molecule
+by molecule: the exact McNemar test on molecule stability and validity, the cheap way to tell whether new weights
+are better than noise (the model card's ship rule).
 """
 import argparse
 import collections
@@ -22,7 +30,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from chem import ELEMENTS, rdkit_verdict, stability  # noqa: E402
+from chem import ELEMENTS, over_bonded, rdkit_verdict, stability  # noqa: E402
 
 
 def read_xyz(path):
@@ -40,6 +48,53 @@ def read_xyz(path):
     return mols
 
 
+def mcnemar(a, b):
+    """Exact two-sided McNemar test on paired booleans: (only a, only b, p). Under the null hypothesis that both
+    are equally good, the discordant pairs split like fair coin tosses."""
+    from math import comb
+
+    only_a = sum(x and not y for x, y in zip(a, b))
+    only_b = sum(y and not x for x, y in zip(a, b))
+    n, lo = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(lo + 1)) / 2 ** n) if n else 1.0
+    return only_a, only_b, p
+
+
+def verdicts(mols):
+    """Per molecule: (stable atoms, atoms, molecule stable, SMILES or None, RDKit's reason or None)."""
+    return [stability(pos, types) + rdkit_verdict(pos, types) for pos, types in mols]
+
+
+def over_bonded_summary(mols):
+    """Counts of over-valent atoms by cause, and the quantiles of how far inside the threshold the bond lies."""
+    atoms = [a for pos, types in mols for a in over_bonded(pos, types)]
+    out = {"molecules": sum(bool(over_bonded(pos, types)) for pos, types in mols),
+           "atoms": len(atoms), "by_cause": dict(collections.Counter(c for _, c, _ in atoms).most_common())}
+    for cause in ("neighbours", "order"):
+        m = np.array([x for _, c, x in atoms if c == cause])
+        if len(m):
+            out[f"{cause}_by_element"] = dict(collections.Counter(e for e, c, _ in atoms if c == cause).most_common())
+            out[f"{cause}_margin_A_q10_q50_q90"] = [round(float(q), 4) for q in np.quantile(m, [0.1, 0.5, 0.9])]
+            out[f"{cause}_within_0.02_A"] = round(float((m < 0.02).mean()), 3)
+    return out
+
+
+def paired(mols, vs, other_path):
+    """Molecule-by-molecule comparison with another sample file of the same protocol (McNemar)."""
+    other = read_xyz(other_path)
+    if len(other) != len(mols) or any(len(a[1]) != len(b[1]) for a, b in zip(mols, other)):
+        sys.exit(f"{other_path}: not paired with these samples (its molecule count or atom counts differ; "
+                 "draw both with the same --n, --seed and --steps)")
+    wo = verdicts(other)
+    res = {"other": other_path}
+    for name, passed in [("molecule_stability", lambda v: v[2]), ("validity", lambda v: v[3] is not None)]:
+        a, b = [passed(v) for v in vs], [passed(v) for v in wo]
+        only_a, only_b, p = mcnemar(a, b)
+        res[name] = {"these": sum(a), "other": sum(b), "only_these": only_a, "only_other": only_b,
+                     "mcnemar_p": round(p, 4)}
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=os.path.join(ROOT, "weights", "edm_qm9_9x128.safetensors"))
@@ -53,16 +108,25 @@ def main():
     ap.add_argument("--smiles", default=os.path.join(HERE, "data", "train_smiles.txt"))
     ap.add_argument("--json", default=None, help="write the numbers to this file")
     ap.add_argument("--keep", default=None, help="keep the sampled XYZ here")
+    ap.add_argument("--samples", default=None,
+                    help="evaluate this XYZ file (kept earlier) instead of sampling; --n/--steps/--seed then only "
+                         "label the result")
+    ap.add_argument("--paired", default=None,
+                    help="another XYZ file of the same --n, --seed and --steps: McNemar test molecule by molecule")
     args = ap.parse_args()
 
     if not os.path.exists(args.binary):
         subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
-    out = args.keep or os.path.join(tempfile.mkdtemp(), "samples.xyz")
-    cmd = [args.binary, "sample", "--n", str(args.n), "--steps", str(args.steps), "--seed", str(args.seed),
-           "--weights", args.weights, "--out", out, "--jobs", str(args.threads or os.cpu_count() or 1)]
-    t0 = time.time()
-    subprocess.check_call(cmd)
-    sample_s = time.time() - t0
+    sample_s = None
+    if args.samples:
+        out = args.samples
+    else:
+        out = args.keep or os.path.join(tempfile.mkdtemp(), "samples.xyz")
+        cmd = [args.binary, "sample", "--n", str(args.n), "--steps", str(args.steps), "--seed", str(args.seed),
+               "--weights", args.weights, "--out", out, "--jobs", str(args.threads or os.cpu_count() or 1)]
+        t0 = time.time()
+        subprocess.check_call(cmd)
+        sample_s = round(time.time() - t0, 1)
     mols = read_xyz(out)
     rust = json.loads(subprocess.check_output([args.binary, "eval", "--json", out]))
 
@@ -70,19 +134,18 @@ def main():
     smiles = []
     # why the invalid ones fail ("N valence 4": an atom over-bonded by the distance rule), most common first
     reasons = collections.Counter()
-    for pos, types in mols:
-        sa, na, ok = stability(pos, types)
+    vs = verdicts(mols)
+    for sa, na, ok, smi, reason in vs:
         stable_atoms += sa
         atoms += na
         stable_mols += ok
-        smi, reason = rdkit_verdict(pos, types)
         smiles.append(smi)
         if reason is not None:
             reasons[reason] += 1
     valid = [s for s in smiles if s is not None]
     unique = set(valid)
     res = {
-        "weights": os.path.relpath(args.weights, ROOT),
+        "weights": args.samples if args.samples else os.path.relpath(args.weights, ROOT),
         "samples_requested": args.n,
         "samples": len(mols),
         "steps": args.steps,
@@ -92,9 +155,12 @@ def main():
         "validity": len(valid) / max(len(mols), 1),
         "uniqueness": len(unique) / max(len(valid), 1),
         "valid_and_unique": len(unique) / max(len(mols), 1),
-        "sampling_seconds": round(sample_s, 1),
+        "sampling_seconds": sample_s,
         "invalid_reasons": dict(reasons.most_common()),
+        "over_bonded": over_bonded_summary(mols),
     }
+    if args.paired:
+        res["paired"] = paired(mols, vs, args.paired)
     if os.path.exists(args.smiles):
         train = set(open(args.smiles).read().split())
         res["novelty"] = len([s for s in unique if s not in train]) / max(len(unique), 1)

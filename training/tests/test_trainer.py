@@ -184,6 +184,32 @@ class DataTests(unittest.TestCase):
         two = np.vstack([pos, [[5.0, 0.0, 0.0]]]).astype(np.float32)
         self.assertEqual(chem.rdkit_verdict(two, [1, 0, 0, 0, 0, 0]), ("[H]C([H])([H])[H]", None))
 
+    def test_over_bonded_tells_extra_neighbours_from_bond_order(self):
+        # C-C-C with 1.20 A bonds: each counts triple (< 1.23 A), so the middle C has 6 by order from 2 neighbours;
+        # 0.03 A longer and they would count double
+        chain = np.array([[0, 0, 0], [1.2, 0, 0], [2.4, 0, 0]], dtype=np.float32)
+        (el, cause, margin), = chem.over_bonded(chain, [1, 1, 1])
+        self.assertEqual((el, cause), ("C", "order"))
+        self.assertAlmostEqual(margin, 0.03, places=5)
+        # CH4 plus a fifth H 1.15 A from the C (single threshold 1.19 A): extra neighbour, 0.04 A inside
+        d = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=np.float32) / np.sqrt(3) * 1.09
+        ch5 = np.vstack([np.zeros((1, 3)), d, [[0, 0, -1.15]]]).astype(np.float32)
+        over = chem.over_bonded(ch5, [1, 0, 0, 0, 0, 0])
+        self.assertEqual([(e, c) for e, c, _ in over], [("C", "neighbours")])
+        self.assertAlmostEqual(over[0][2], 0.04, places=5)
+        # a stable molecule has none
+        self.assertEqual(chem.over_bonded(ch5[:5], [1, 0, 0, 0, 0]), [])
+
+    def test_mcnemar_exact(self):
+        import evaluate
+
+        a = [True] * 6 + [False] * 3 + [True] * 10
+        b = [False] * 6 + [True] * 1 + [False] * 2 + [True] * 10
+        only_a, only_b, p = evaluate.mcnemar(a, b)
+        self.assertEqual((only_a, only_b), (6, 1))
+        self.assertAlmostEqual(p, 2 * (1 + 7) / 2 ** 7)  # P(X <= 1) for X ~ Bin(7, 1/2), both tails
+        self.assertEqual(evaluate.mcnemar(a, a)[2], 1.0)
+
 
 if __name__ == "__main__":
     unittest.main()
