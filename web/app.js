@@ -186,7 +186,8 @@ worker.onmessage = (e) => {
       if (params.get('autostart') === '1') generate();
       break;
     case 'gpu-lost':
-      status('running', t('gpuLost', { reason: m.reason }));
+      // a lost device, or a GPU call that failed on a device still there (GpuError): both continue on the CPU
+      status('running', t(m.kind === 'GpuLostError' ? 'gpuLost' : 'gpuFailed', { reason: m.reason }));
       state.frames = [];
       playQueue.length = 0;
       break;

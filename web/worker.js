@@ -87,7 +87,7 @@ async function runLoop(r) {
   const onCpu = async (e) => {
     // the wasm side names its errors by kind (Error::kind): a lost device, or a GPU call that failed
     if (!(GPU_FAILURES.includes(e?.name) && gen.backend === 'webgpu')) throw e;
-    post('gpu-lost', { reason: String(e?.message ?? e), ...(await open('cpu')) });
+    post('gpu-lost', { kind: e.name, reason: String(e?.message ?? e), ...(await open('cpu')) });
     r.transform = r.options.transform ?? null;
     return runLoop(r);
   };
