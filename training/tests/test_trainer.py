@@ -210,6 +210,24 @@ class DataTests(unittest.TestCase):
         self.assertAlmostEqual(p, 2 * (1 + 7) / 2 ** 7)  # P(X <= 1) for X ~ Bin(7, 1/2), both tails
         self.assertEqual(evaluate.mcnemar(a, a)[2], 1.0)
 
+    def test_data_reference_writes_test_molecules_as_xyz(self):
+        import evaluate
+
+        # three molecules: CH4, H2O, HF; the test split holds the first and the last
+        offsets = np.array([0, 5, 8, 10])
+        pos = np.arange(30, dtype=np.float32).reshape(10, 3) / 10
+        types = np.array([1, 0, 0, 0, 0, 3, 0, 0, 4, 0], dtype=np.uint8)
+        with tempfile.TemporaryDirectory() as d:
+            npz, xyz = os.path.join(d, "q.npz"), os.path.join(d, "q.xyz")
+            np.savez(npz, positions=pos, types=types, offsets=offsets, index=np.array([11, 12, 13]),
+                     train=np.array([1]), valid=np.array([], dtype=np.int64), test=np.array([0, 2]))
+            evaluate.write_data_reference(xyz, 5, seed=1, data=npz)
+            mols = evaluate.read_xyz(xyz)
+        self.assertEqual(sorted(t for _, t in mols), [[1, 0, 0, 0, 0], [4, 0]])
+        for p, t in mols:
+            lo = 0 if t[0] == 1 else 8
+            np.testing.assert_allclose(p, pos[lo:lo + len(t)], atol=1e-6)
+
 
 if __name__ == "__main__":
     unittest.main()
