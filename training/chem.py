@@ -106,10 +106,11 @@ def _threshold(table, a, b, margin):
 
 def over_bonded(pos, types):
     """Why atoms break the valence rule (spec §4.2): one `(element, cause, margin)` per atom whose bond orders sum
-    above its valence. `cause` is "neighbours" when it has more bonded neighbours than its valence (margin: how far
-    its longest bond lies inside the single-bond threshold), else "order": the neighbour count fits but a bond
-    counts double or triple (margin: how far the multiple bond nearest its threshold lies inside it, so a bond
-    `margin` Angstrom longer would have counted one order lower). Margins in Angstrom, >= 0."""
+    above its valence. `cause` is "neighbours" when it has more bonded neighbours than its valence, else "order":
+    the neighbour count fits but a bond counts double or triple. `margin` (Angstrom, >= 0) is how far the bond
+    nearest its threshold lies inside it: the single-bond threshold for "neighbours" (that bond `margin` longer and
+    the extra neighbour is gone), the double or triple one for "order" (that bond `margin` longer counts one order
+    lower)."""
     pos = np.asarray(pos, dtype=np.float32)
     neighbours = [[] for _ in types]
     for i, j, o in bonds(pos, types):
@@ -122,8 +123,7 @@ def over_bonded(pos, types):
         if sum(o for _, o, _ in neighbours[k]) <= VALENCE[el]:
             continue
         if len(neighbours[k]) > VALENCE[el]:
-            other, _, d = max(neighbours[k], key=lambda n: n[2])
-            out.append((el, "neighbours", _threshold(None, el, other, 10) - d))
+            out.append((el, "neighbours", min(_threshold(None, el, other, 10) - d for other, _, d in neighbours[k])))
         else:
             margins = [(_threshold(BONDS2, el, other, 5) if o == 2 else _threshold(BONDS3, el, other, 3)) - d
                        for other, o, d in neighbours[k] if o >= 2]

@@ -13,14 +13,15 @@ Rust `equivariant eval`), RDKit validity, uniqueness and novelty against the tra
 
 It also says why molecules fail (`over_bonded`: over-valent atoms with too many neighbours, against those whose
 neighbour count fits but a bond counts double or triple, and how far inside its threshold that bond lies).
-`--paired` compares two sample files drawn with the same seed, atom counts and steps (so the same noise) molecule
-by molecule: the exact McNemar test on molecule stability and validity, the cheap way to tell whether new weights
-are better than noise (the model card's ship rule).
+`--paired` compares two sample files drawn with the same --n, --seed and --steps (so the same atom counts and
+noise) molecule by molecule, matched by the index in each molecule's comment line: the exact McNemar test on
+molecule stability and validity, a cheap way to tell whether new weights are better than noise.
 """
 import argparse
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,12 @@ sys.path.insert(0, HERE)
 from chem import ELEMENTS, over_bonded, rdkit_verdict, stability  # noqa: E402
 
 
-def read_xyz(path):
+# the comment line `equivariant sample` writes for each molecule
+LABEL = re.compile(r"^molecule (\d+) \S+ seed (\d+) steps (\d+)\b")
+
+
+def read_xyz(path, comments=False):
+    """[(positions, types)] of a multi-molecule XYZ file; with comments=True, (positions, types, comment line)."""
     mols, lines, k = [], open(path).read().splitlines(), 0
     while k < len(lines):
         if not lines[k].strip():
@@ -44,7 +50,7 @@ def read_xyz(path):
         rows = [ln.split() for ln in lines[k + 2:k + 2 + n]]
         types = [ELEMENTS.index(r[0]) for r in rows]
         pos = np.array([[float(v) for v in r[1:4]] for r in rows], dtype=np.float32)
-        mols.append((pos, types))
+        mols.append((pos, types, lines[k + 1]) if comments else (pos, types))
         k += 2 + n
     return mols
 
@@ -63,13 +69,23 @@ def mcnemar(a, b):
 
 def verdicts(mols):
     """Per molecule: (stable atoms, atoms, molecule stable, SMILES or None, RDKit's reason or None)."""
-    return [stability(pos, types) + rdkit_verdict(pos, types) for pos, types in mols]
+    return [stability(m[0], m[1]) + rdkit_verdict(m[0], m[1]) for m in mols]
+
+
+def labels(mols):
+    """(index, seed, steps) of each molecule from its `equivariant sample` comment line, or None for a file
+    without them (e.g. --data-reference)."""
+    found = [LABEL.match(m[2]) for m in mols]
+    if not found or not all(found):
+        return None
+    return [tuple(int(g) for g in f.groups()) for f in found]
 
 
 def over_bonded_summary(mols):
     """Counts of over-valent atoms by cause, and the quantiles of how far inside the threshold the bond lies."""
-    atoms = [a for pos, types in mols for a in over_bonded(pos, types)]
-    out = {"molecules": sum(bool(over_bonded(pos, types)) for pos, types in mols),
+    per = [over_bonded(m[0], m[1]) for m in mols]
+    atoms = [a for p in per for a in p]
+    out = {"molecules": sum(bool(p) for p in per),
            "atoms": len(atoms), "by_cause": dict(collections.Counter(c for _, c, _ in atoms).most_common())}
     for cause in ("neighbours", "order"):
         m = np.array([x for _, c, x in atoms if c == cause])
@@ -81,15 +97,26 @@ def over_bonded_summary(mols):
 
 
 def paired(mols, vs, other_path):
-    """Molecule-by-molecule comparison with another sample file of the same protocol (McNemar)."""
-    other = read_xyz(other_path)
-    if len(other) != len(mols) or any(len(a[1]) != len(b[1]) for a, b in zip(mols, other)):
-        sys.exit(f"{other_path}: not paired with these samples (its molecule count or atom counts differ; "
-                 "draw both with the same --n, --seed and --steps)")
+    """Molecule-by-molecule comparison with another sample file of the same protocol (McNemar). Molecules are
+    matched by their index; one missing from a file (its chain diverged and the sampler skipped it) counts as
+    failing there."""
+    other = read_xyz(other_path, comments=True)
+    la, lb = labels(mols), labels(other)
+    if la is None or lb is None:
+        sys.exit("--paired needs two files written by `equivariant sample` (a comment line per molecule)")
+    if {(s, st) for _, s, st in la} != {(s, st) for _, s, st in lb} or len({(s, st) for _, s, st in la}) != 1:
+        sys.exit(f"{other_path}: drawn with another seed or step count than these samples")
     wo = verdicts(other)
-    res = {"other": other_path}
+    a_by = {i: (m, v) for (i, _, _), m, v in zip(la, mols, vs)}
+    b_by = {i: (m, v) for (i, _, _), m, v in zip(lb, other, wo)}
+    for i in a_by.keys() & b_by.keys():
+        if len(a_by[i][0][1]) != len(b_by[i][0][1]):
+            sys.exit(f"{other_path}: molecule {i} has another atom count; draw both with the same --n and --seed")
+    ids = sorted(a_by.keys() | b_by.keys())
+    res = {"other": other_path, "molecules": len(ids)}
     for name, passed in [("molecule_stability", lambda v: v[2]), ("validity", lambda v: v[3] is not None)]:
-        a, b = [passed(v) for v in vs], [passed(v) for v in wo]
+        a = [i in a_by and bool(passed(a_by[i][1])) for i in ids]
+        b = [i in b_by and bool(passed(b_by[i][1])) for i in ids]
         only_a, only_b, p = mcnemar(a, b)
         res[name] = {"these": sum(a), "other": sum(b), "only_these": only_a, "only_other": only_b,
                      "mcnemar_p": round(p, 4)}
@@ -122,14 +149,18 @@ def main():
     ap.add_argument("--smiles", default=os.path.join(HERE, "data", "train_smiles.txt"))
     ap.add_argument("--json", default=None, help="write the numbers to this file")
     ap.add_argument("--keep", default=None, help="keep the sampled XYZ here")
-    ap.add_argument("--samples", default=None,
-                    help="evaluate this XYZ file (kept earlier) instead of sampling; --n/--steps/--seed then only "
-                         "label the result")
+    source = ap.add_mutually_exclusive_group()
+    source.add_argument("--samples", default=None,
+                        help="evaluate this XYZ file (kept earlier) instead of sampling; its seed and steps are "
+                             "read from its comment lines")
+    source.add_argument("--data-reference", type=int, default=0, metavar="N",
+                        help="evaluate N molecules of the QM9 test split (chosen with --seed) instead of samples")
     ap.add_argument("--paired", default=None,
-                    help="another XYZ file of the same --n, --seed and --steps: McNemar test molecule by molecule")
-    ap.add_argument("--data-reference", type=int, default=0, metavar="N",
-                    help="evaluate N molecules of the QM9 test split (chosen with --seed) instead of samples")
+                    help="another `equivariant sample` XYZ file of the same --n, --seed and --steps: McNemar test "
+                         "molecule by molecule")
     args = ap.parse_args()
+    if args.samples and args.keep:
+        ap.error("--keep names where to keep new samples; --samples evaluates a file that is already kept")
 
     if not os.path.exists(args.binary):
         subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
@@ -137,7 +168,7 @@ def main():
     if args.data_reference:
         out = args.keep or os.path.join(tempfile.mkdtemp(), "qm9_test.xyz")
         write_data_reference(out, args.data_reference, args.seed)
-        args.samples, args.n, args.steps = out, args.data_reference, 0
+        args.samples, args.n, args.steps = out, args.data_reference, None
     if args.samples:
         out = args.samples
     else:
@@ -147,7 +178,14 @@ def main():
         t0 = time.time()
         subprocess.check_call(cmd)
         sample_s = round(time.time() - t0, 1)
-    mols = read_xyz(out)
+    mols = read_xyz(out, comments=True)
+    if args.samples and not args.data_reference:
+        # label the result with what the file holds, not with the defaults of --n/--seed/--steps
+        lab = labels(mols)
+        seeds, steps = ({s for _, s, _ in lab}, {st for _, _, st in lab}) if lab else (set(), set())
+        args.n = max(i for i, _, _ in lab) + 1 if lab else None
+        args.seed = seeds.pop() if len(seeds) == 1 else None
+        args.steps = steps.pop() if len(steps) == 1 else None
     rust = json.loads(subprocess.check_output([args.binary, "eval", "--json", out]))
 
     stable_atoms = atoms = stable_mols = 0
@@ -189,13 +227,13 @@ def main():
     if rust["stable_atoms"] != stable_atoms or rust["stable_molecules"] != stable_mols:
         sys.exit(f"stability mismatch: Rust {rust} vs Python {stable_atoms} atoms, {stable_mols} molecules")
     nov = f"{100 * res['novelty']:.1f}" if "novelty" in res else "-"
-    print(f"| {res['samples']} | {args.steps} | {100 * res['atom_stability']:.1f} | "
+    print(f"| {res['samples']} | {'-' if args.steps is None else args.steps} | {100 * res['atom_stability']:.1f} | "
           f"{100 * res['molecule_stability']:.1f} | {100 * res['validity']:.1f} | "
           f"{100 * res['valid_and_unique']:.1f} | {nov} |")
-    print(json.dumps(res, indent=1))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1)
+    print(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

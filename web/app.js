@@ -187,7 +187,7 @@ worker.onmessage = (e) => {
       break;
     case 'gpu-lost':
       // a lost device, or a GPU call that failed on a device still there (GpuError): both continue on the CPU
-      status('running', t(m.kind === 'GpuLostError' ? 'gpuLost' : 'gpuFailed', { reason: m.reason }));
+      status('running', t(m.kind === 'GpuError' ? 'gpuFailed' : 'gpuLost', { reason: m.reason }));
       state.frames = [];
       playQueue.length = 0;
       break;

@@ -197,6 +197,17 @@ class DataTests(unittest.TestCase):
         over = chem.over_bonded(ch5, [1, 0, 0, 0, 0, 0])
         self.assertEqual([(e, c) for e, c, _ in over], [("C", "neighbours")])
         self.assertAlmostEqual(over[0][2], 0.04, places=5)
+        # the margin is the bond nearest its own threshold, whatever the elements: a sixth neighbour, C 1.55 A away
+        # (0.09 inside 1.64), leaves the H at 1.15 A (0.04 inside 1.19) the nearest
+        ch5c = np.vstack([ch5, [[0, 0, 1.55]]]).astype(np.float32)
+        (el, cause, margin), = [a for a in chem.over_bonded(ch5c, [1, 0, 0, 0, 0, 0, 1]) if a[0] == "C"][:1]
+        self.assertEqual(cause, "neighbours")
+        self.assertAlmostEqual(margin, 0.04, places=5)
+        # C=O=C with 1.22 A bonds: double (< 1.25 A), not triple (>= 1.16 A), so the O has 4 by order from 2
+        # neighbours, 0.03 A inside the double threshold
+        coc = np.array([[-1.22, 0, 0], [0, 0, 0], [1.22, 0, 0]], dtype=np.float32)
+        self.assertEqual([(e, c) for e, c, _ in chem.over_bonded(coc, [1, 3, 1])], [("O", "order")])
+        self.assertAlmostEqual(chem.over_bonded(coc, [1, 3, 1])[0][2], 0.03, places=5)
         # a stable molecule has none
         self.assertEqual(chem.over_bonded(ch5[:5], [1, 0, 0, 0, 0]), [])
 
@@ -209,6 +220,27 @@ class DataTests(unittest.TestCase):
         self.assertEqual((only_a, only_b), (6, 1))
         self.assertAlmostEqual(p, 2 * (1 + 7) / 2 ** 7)  # P(X <= 1) for X ~ Bin(7, 1/2), both tails
         self.assertEqual(evaluate.mcnemar(a, a)[2], 1.0)
+
+    def test_paired_matches_molecules_by_index(self):
+        import evaluate
+
+        ch4 = "5\n{}\nC 0 0 0\nH 0.63 0.63 0.63\nH 0.63 -0.63 -0.63\nH -0.63 0.63 -0.63\nH -0.63 -0.63 0.63\n"
+        bad = "5\n{}\nN 0 0 0\nH 0.63 0.63 0.63\nH 0.63 -0.63 -0.63\nH -0.63 0.63 -0.63\nH -0.63 -0.63 0.63\n"
+        label = "molecule {} X seed 3 steps 100 stable true"
+        with tempfile.TemporaryDirectory() as d:
+            a, b = os.path.join(d, "a.xyz"), os.path.join(d, "b.xyz")
+            # a: molecules 0, 1, 2 all CH4 (stable); b: molecule 1 diverged (missing), molecule 2 is NH4 (unstable)
+            open(a, "w").write("".join(ch4.format(label.format(i)) for i in range(3)))
+            open(b, "w").write(ch4.format(label.format(0)) + bad.format(label.format(2)))
+            mols = evaluate.read_xyz(a, comments=True)
+            res = evaluate.paired(mols, evaluate.verdicts(mols), b)
+            self.assertEqual(res["molecules"], 3)
+            self.assertEqual({k: res["molecule_stability"][k] for k in ("these", "other", "only_these", "only_other")},
+                             {"these": 3, "other": 1, "only_these": 2, "only_other": 0})
+            # another step count is not a pair
+            open(b, "w").write(ch4.format(label.format(0).replace("steps 100", "steps 1000")))
+            with self.assertRaises(SystemExit):
+                evaluate.paired(mols, evaluate.verdicts(mols), b)
 
     def test_data_reference_writes_test_molecules_as_xyz(self):
         import evaluate
@@ -223,10 +255,15 @@ class DataTests(unittest.TestCase):
                      train=np.array([1]), valid=np.array([], dtype=np.int64), test=np.array([0, 2]))
             evaluate.write_data_reference(xyz, 5, seed=1, data=npz)
             mols = evaluate.read_xyz(xyz)
+            # one molecule: the seeded choice among the test split's two
+            first = np.random.default_rng(7).permutation([0, 2])[0]
+            evaluate.write_data_reference(xyz, 1, seed=7, data=npz)
+            (one,) = evaluate.read_xyz(xyz)
         self.assertEqual(sorted(t for _, t in mols), [[1, 0, 0, 0, 0], [4, 0]])
         for p, t in mols:
             lo = 0 if t[0] == 1 else 8
             np.testing.assert_allclose(p, pos[lo:lo + len(t)], atol=1e-6)
+        self.assertEqual(one[1], [[1, 0, 0, 0, 0], None, [4, 0]][first])
 
 
 if __name__ == "__main__":
