@@ -16,6 +16,8 @@ BONDS1 = {
 }
 BONDS2 = {("C", "C"): 134, ("C", "N"): 129, ("C", "O"): 120, ("N", "N"): 125, ("N", "O"): 121, ("O", "O"): 121}
 BONDS3 = {("C", "C"): 120, ("C", "N"): 116, ("C", "O"): 113, ("N", "N"): 110}
+# pm added to each order's reference length to make its threshold (spec §4.1)
+MARGIN = {1: 10, 2: 5, 3: 3}
 
 
 def _pair(table, a, b):
@@ -25,11 +27,11 @@ def _pair(table, a, b):
 def bond_order(a, b, d):
     """a, b element symbols, d distance in Angstrom -> 0..3 (spec §4.1, margins 10/5/3 pm, strict <)."""
     D = 100.0 * d
-    if D < BONDS1[a][b] + 10:
+    if D < BONDS1[a][b] + MARGIN[1]:
         b2 = _pair(BONDS2, a, b)
-        if b2 is not None and D < b2 + 5:
+        if b2 is not None and D < b2 + MARGIN[2]:
             b3 = _pair(BONDS3, a, b)
-            return 3 if (b3 is not None and D < b3 + 3) else 2
+            return 3 if (b3 is not None and D < b3 + MARGIN[3]) else 2
         return 1
     return 0
 
@@ -98,10 +100,10 @@ def molecule_smiles(pos, types):
     return rdkit_verdict(pos, types)[0]
 
 
-def _threshold(table, a, b, margin):
-    """The distance (Angstrom) below which a bond of this table's order counts, or None if the pair has none."""
-    ref = BONDS1[a][b] if table is None else _pair(table, a, b)
-    return None if ref is None else (ref + margin) / 100.0
+def _threshold(order, a, b):
+    """The distance (Angstrom) below which a bond of this order counts (bond_order's rule)."""
+    ref = BONDS1[a][b] if order == 1 else _pair(BONDS2 if order == 2 else BONDS3, a, b)
+    return (ref + MARGIN[order]) / 100.0
 
 
 def over_bonded(pos, types):
@@ -123,9 +125,7 @@ def over_bonded(pos, types):
         if sum(o for _, o, _ in neighbours[k]) <= VALENCE[el]:
             continue
         if len(neighbours[k]) > VALENCE[el]:
-            out.append((el, "neighbours", min(_threshold(None, el, other, 10) - d for other, _, d in neighbours[k])))
+            out.append((el, "neighbours", min(_threshold(1, el, other) - d for other, _, d in neighbours[k])))
         else:
-            margins = [(_threshold(BONDS2, el, other, 5) if o == 2 else _threshold(BONDS3, el, other, 3)) - d
-                       for other, o, d in neighbours[k] if o >= 2]
-            out.append((el, "order", min(margins)))
+            out.append((el, "order", min(_threshold(o, el, other) - d for other, o, d in neighbours[k] if o >= 2)))
     return out
