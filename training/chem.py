@@ -3,6 +3,8 @@
 Used by prepare_data.py (training SMILES for novelty) and evaluate.py (validity, uniqueness, novelty). The Rust crate
 has its own implementation of the same rule (src/chemistry); evaluate.py cross-checks both on the same samples.
 """
+import collections
+
 import numpy as np
 
 ELEMENTS = ["H", "C", "N", "O", "F"]
@@ -18,6 +20,10 @@ BONDS2 = {("C", "C"): 134, ("C", "N"): 129, ("C", "O"): 120, ("N", "N"): 125, ("
 BONDS3 = {("C", "C"): 120, ("C", "N"): 116, ("C", "O"): 113, ("N", "N"): 110}
 # pm added to each order's reference length to make its threshold (spec §4.1)
 MARGIN = {1: 10, 2: 5, 3: 3}
+SYMBOL = {1: "-", 2: "=", 3: "#"}
+
+# an atom whose bond orders sum above its valence, and why (see over_bonded)
+OverBonded = collections.namedtuple("OverBonded", "element cause margin bond")
 
 
 def _pair(table, a, b):
@@ -36,6 +42,17 @@ def bond_order(a, b, d):
     return 0
 
 
+def bond_label(a, b, order):
+    """"C=O" for a C-O double bond: the elements in C N O F H order (so "C-H", "N-H"), joined by - = or #."""
+    a, b = sorted((a, b), key="CNOFH".index)
+    return f"{a}{SYMBOL[order]}{b}"
+
+
+def bond_counts(types, bs):
+    """Counter of bond labels ("C-H", "C=O", ...) over the bonds `bs` of one molecule."""
+    return collections.Counter(bond_label(ELEMENTS[types[i]], ELEMENTS[types[j]], o) for i, j, o in bs)
+
+
 def bonds(pos, types):
     """All (i, j, order>0) with i < j. pos [n,3] float32, types [n] ints 0..4."""
     pos = np.asarray(pos, dtype=np.float32)
@@ -49,17 +66,17 @@ def bonds(pos, types):
     return out
 
 
-def stability(pos, types):
-    """(stable atoms, atoms, molecule stable) by spec §4.2."""
+def stability(pos, types, bs=None):
+    """(stable atoms, atoms, molecule stable) by spec §4.2. `bs`: the molecule's bonds, when already computed."""
     total = np.zeros(len(types), dtype=int)
-    for i, j, o in bonds(pos, types):
+    for i, j, o in bonds(pos, types) if bs is None else bs:
         total[i] += o
         total[j] += o
     ok = [total[k] == VALENCE[ELEMENTS[t]] for k, t in enumerate(types)]
     return int(sum(ok)), len(types), all(ok)
 
 
-def _rdkit_molecule(pos, types):
+def _rdkit_molecule(pos, types, bs=None):
     """The unsanitised RDKit molecule of spec §4.3: atoms, and bonds from the distance rule."""
     from rdkit import Chem, RDLogger
 
@@ -68,12 +85,12 @@ def _rdkit_molecule(pos, types):
     for t in types:
         mol.AddAtom(Chem.Atom(ELEMENTS[int(t)]))
     kinds = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
-    for i, j, o in bonds(pos, [int(t) for t in types]):
+    for i, j, o in bonds(pos, [int(t) for t in types]) if bs is None else bs:
         mol.AddBond(i, j, kinds[o])
     return mol
 
 
-def rdkit_verdict(pos, types):
+def rdkit_verdict(pos, types, bs=None):
     """RDKit's verdict on one molecule (spec §4.3), sanitising it once: `(smiles, None)` with the canonical SMILES
     of the largest fragment when it sanitises, else `(None, reason)`. The reason reads "N valence 4" for an atom
     with more bonds (by order) than RDKit allows uncharged, else it is RDKit's message; it is for reading
@@ -82,7 +99,7 @@ def rdkit_verdict(pos, types):
 
     from rdkit import Chem
 
-    mol = _rdkit_molecule(pos, types)
+    mol = _rdkit_molecule(pos, types, bs)
     try:
         Chem.SanitizeMol(mol)
     except ValueError as e:
@@ -106,16 +123,16 @@ def _threshold(order, a, b):
     return (ref + MARGIN[order]) / 100.0
 
 
-def over_bonded(pos, types):
-    """Why atoms break the valence rule (spec §4.2): one `(element, cause, margin)` per atom whose bond orders sum
-    above its valence. `cause` is "neighbours" when it has more bonded neighbours than its valence, else "order":
-    the neighbour count fits but a bond counts double or triple. `margin` (Angstrom, >= 0) is how far the bond
-    nearest its threshold lies inside it: the single-bond threshold for "neighbours" (that bond `margin` longer and
-    the extra neighbour is gone), the double or triple one for "order" (that bond `margin` longer counts one order
-    lower)."""
+def over_bonded(pos, types, bs=None):
+    """Why atoms break the valence rule (spec §4.2): one `OverBonded(element, cause, margin, bond)` per atom whose
+    bond orders sum above its valence. `cause` is "neighbours" when it has more bonded neighbours than its
+    valence, else "order": the neighbour count fits but a bond counts double or triple. `margin` (Angstrom, >= 0)
+    is how far the bond nearest its threshold lies inside it: the single-bond threshold for "neighbours" (that
+    bond `margin` longer and the extra neighbour is gone), the double or triple one for "order" (that bond
+    `margin` longer counts one order lower). `bond` labels that bond, e.g. "C=N"."""
     pos = np.asarray(pos, dtype=np.float32)
     neighbours = [[] for _ in types]
-    for i, j, o in bonds(pos, types):
+    for i, j, o in bonds(pos, types) if bs is None else bs:
         d = float(np.linalg.norm(pos[i] - pos[j]))
         neighbours[i].append((ELEMENTS[types[j]], o, d))
         neighbours[j].append((ELEMENTS[types[i]], o, d))
@@ -125,7 +142,11 @@ def over_bonded(pos, types):
         if sum(o for _, o, _ in neighbours[k]) <= VALENCE[el]:
             continue
         if len(neighbours[k]) > VALENCE[el]:
-            out.append((el, "neighbours", min(_threshold(1, el, other) - d for other, _, d in neighbours[k])))
+            cause, candidates = "neighbours", [(_threshold(1, el, other) - d, other, o)
+                                               for other, o, d in neighbours[k]]
         else:
-            out.append((el, "order", min(_threshold(o, el, other) - d for other, o, d in neighbours[k] if o >= 2)))
+            cause, candidates = "order", [(_threshold(o, el, other) - d, other, o)
+                                          for other, o, d in neighbours[k] if o >= 2]
+        margin, other, o = min(candidates)
+        out.append(OverBonded(el, cause, margin, bond_label(el, other, o)))
     return out

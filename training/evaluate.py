@@ -32,7 +32,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from chem import ELEMENTS, over_bonded, rdkit_verdict, stability  # noqa: E402
+from chem import ELEMENTS, bond_counts, bonds, over_bonded, rdkit_verdict, stability  # noqa: E402
 
 
 # the comment line `equivariant sample` writes for each molecule
@@ -67,9 +67,21 @@ def mcnemar(a, b):
     return only_a, only_b, p
 
 
+# everything the protocol says about one molecule; `over` lists its over-valent atoms (chem.OverBonded), `bonds`
+# counts its bonds by label ("C-H": 4, ...)
+Verdict = collections.namedtuple("Verdict", "stable_atoms atoms stable smiles reason over bonds")
+
+
+def verdict(pos, types):
+    """The protocol's verdict on one molecule, from one pass of the bond rule."""
+    bs = bonds(pos, types)
+    return Verdict(*stability(pos, types, bs), *rdkit_verdict(pos, types, bs), over_bonded(pos, types, bs),
+                   bond_counts(types, bs))
+
+
 def verdicts(mols):
-    """Per molecule: (stable atoms, atoms, molecule stable, SMILES or None, RDKit's reason or None)."""
-    return [stability(m[0], m[1]) + rdkit_verdict(m[0], m[1]) for m in mols]
+    """A Verdict per molecule of read_xyz's list."""
+    return [verdict(m[0], m[1]) for m in mols]
 
 
 def labels(mols):
@@ -81,19 +93,35 @@ def labels(mols):
     return [tuple(int(g) for g in f.groups()) for f in found]
 
 
-def over_bonded_summary(mols):
-    """Counts of over-valent atoms by cause, and the quantiles of how far inside the threshold the bond lies."""
-    per = [over_bonded(m[0], m[1]) for m in mols]
-    atoms = [a for p in per for a in p]
-    out = {"molecules": sum(bool(p) for p in per),
-           "atoms": len(atoms), "by_cause": dict(collections.Counter(c for _, c, _ in atoms).most_common())}
+def over_bonded_summary(vs):
+    """Over-valent atoms by cause; per cause, by element, by the bond nearest its threshold (one per atom), and the
+    quantiles of how far inside the threshold that bond lies."""
+    atoms = [a for v in vs for a in v.over]
+    out = {"molecules": sum(bool(v.over) for v in vs),
+           "atoms": len(atoms), "by_cause": dict(collections.Counter(a.cause for a in atoms).most_common())}
     for cause in ("neighbours", "order"):
-        m = np.array([x for _, c, x in atoms if c == cause])
-        if len(m):
-            out[f"{cause}_by_element"] = dict(collections.Counter(e for e, c, _ in atoms if c == cause).most_common())
+        these = [a for a in atoms if a.cause == cause]
+        if these:
+            m = np.array([a.margin for a in these])
+            out[f"{cause}_by_element"] = dict(collections.Counter(a.element for a in these).most_common())
+            out[f"{cause}_by_bond"] = dict(collections.Counter(a.bond for a in these).most_common())
             out[f"{cause}_margin_A_q10_q50_q90"] = [round(float(q), 4) for q in np.quantile(m, [0.1, 0.5, 0.9])]
             out[f"{cause}_within_0.02_A"] = round(float((m < 0.02).mean()), 3)
     return out
+
+
+def atoms_per_molecule(mols):
+    """Mean count of each element per molecule (H C N O F): compare with --data-reference."""
+    counts = np.zeros(len(ELEMENTS))
+    for m in mols:
+        counts += np.bincount(m[1], minlength=len(ELEMENTS))
+    return {e: round(float(c) / max(len(mols), 1), 3) for e, c in zip(ELEMENTS, counts)}
+
+
+def bonds_per_molecule(vs):
+    """Mean count of each bond label per molecule, most common first: compare with --data-reference."""
+    total = sum((v.bonds for v in vs), collections.Counter())
+    return {k: round(c / max(len(vs), 1), 3) for k, c in total.most_common()}
 
 
 def paired(mols, vs, other_path):
@@ -114,12 +142,19 @@ def paired(mols, vs, other_path):
             sys.exit(f"{other_path}: molecule {i} has another atom count; draw both with the same --n and --seed")
     ids = sorted(a_by.keys() | b_by.keys())
     res = {"other": other_path, "molecules": len(ids)}
-    for name, passed in [("molecule_stability", lambda v: v[2]), ("validity", lambda v: v[3] is not None)]:
+    for name, passed in [("molecule_stability", lambda v: v.stable), ("validity", lambda v: v.smiles is not None)]:
         a = [i in a_by and bool(passed(a_by[i][1])) for i in ids]
         b = [i in b_by and bool(passed(b_by[i][1])) for i in ids]
         only_a, only_b, p = mcnemar(a, b)
         res[name] = {"these": sum(a), "other": sum(b), "only_these": only_a, "only_other": only_b,
                      "mcnemar_p": round(p, 4)}
+    # per element: the mean over molecules in both files of (count here - count there), and its standard error
+    both = sorted(a_by.keys() & b_by.keys())
+    diff = np.array([np.bincount(a_by[i][0][1], minlength=5) - np.bincount(b_by[i][0][1], minlength=5)
+                     for i in both]).reshape(-1, len(ELEMENTS))
+    res["atoms_per_molecule_difference"] = {
+        e: [round(float(diff[:, k].mean()), 3), round(float(diff[:, k].std() / np.sqrt(max(len(both), 1))), 3)]
+        for k, e in enumerate(ELEMENTS)} if len(both) else {}
     return res
 
 
@@ -164,61 +199,56 @@ def main():
 
     if not os.path.exists(args.binary):
         subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
-    sample_s = None
+    # what the evaluated molecules are: drawn now, a kept file, or QM9 test molecules
+    n, seed, steps, sample_s = args.n, args.seed, args.steps, None
     if args.data_reference:
         out = args.keep or os.path.join(tempfile.mkdtemp(), "qm9_test.xyz")
-        write_data_reference(out, args.data_reference, args.seed)
-        args.samples, args.n, args.steps = out, args.data_reference, None
-    if args.samples:
-        out = args.samples
+        write_data_reference(out, args.data_reference, seed)
+        n, steps, source = args.data_reference, None, f"QM9 test split, {args.data_reference} molecules (seed {seed})"
+    elif args.samples:
+        out, source = args.samples, args.samples
     else:
-        out = args.keep or os.path.join(tempfile.mkdtemp(), "samples.xyz")
-        cmd = [args.binary, "sample", "--n", str(args.n), "--steps", str(args.steps), "--seed", str(args.seed),
+        out, source = args.keep or os.path.join(tempfile.mkdtemp(), "samples.xyz"), os.path.relpath(args.weights, ROOT)
+        cmd = [args.binary, "sample", "--n", str(n), "--steps", str(steps), "--seed", str(seed),
                "--weights", args.weights, "--out", out, "--jobs", str(args.threads or os.cpu_count() or 1)]
         t0 = time.time()
         subprocess.check_call(cmd)
         sample_s = round(time.time() - t0, 1)
     mols = read_xyz(out, comments=True)
-    if args.samples and not args.data_reference:
+    if args.samples:
         # label the result with what the file holds, not with the defaults of --n/--seed/--steps
         lab = labels(mols)
-        seeds, steps = ({s for _, s, _ in lab}, {st for _, _, st in lab}) if lab else (set(), set())
-        args.n = max(i for i, _, _ in lab) + 1 if lab else None
-        args.seed = seeds.pop() if len(seeds) == 1 else None
-        args.steps = steps.pop() if len(steps) == 1 else None
+        seeds, steps_seen = ({s for _, s, _ in lab}, {st for _, _, st in lab}) if lab else (set(), set())
+        n = max(i for i, _, _ in lab) + 1 if lab else None
+        seed = seeds.pop() if len(seeds) == 1 else None
+        steps = steps_seen.pop() if len(steps_seen) == 1 else None
     rust = json.loads(subprocess.check_output([args.binary, "eval", "--json", out]))
 
-    stable_atoms = atoms = stable_mols = 0
-    smiles = []
-    # why the invalid ones fail ("N valence 4": an atom over-bonded by the distance rule), most common first
-    reasons = collections.Counter()
     vs = verdicts(mols)
-    for sa, na, ok, smi, reason in vs:
-        stable_atoms += sa
-        atoms += na
-        stable_mols += ok
-        smiles.append(smi)
-        if reason is not None:
-            reasons[reason] += 1
-    valid = [s for s in smiles if s is not None]
+    stable_atoms, atoms = sum(v.stable_atoms for v in vs), sum(v.atoms for v in vs)
+    stable_mols = sum(bool(v.stable) for v in vs)
+    valid = [v.smiles for v in vs if v.smiles is not None]
     unique = set(valid)
+    # per molecule asked for: one whose chain diverged (skipped by the sampler) counts as unstable and invalid
+    asked = max(len(mols), n or 0, 1)
     res = {
-        "weights": (f"QM9 test split, {args.n} molecules (seed {args.seed})" if args.data_reference
-                    else args.samples or os.path.relpath(args.weights, ROOT)),
-        "samples_requested": args.n,
+        "weights": source,
+        "samples_requested": n,
         "samples": len(mols),
-        "steps": args.steps,
-        "seed": args.seed,
+        "steps": steps,
+        "seed": seed,
         "atom_stability": stable_atoms / max(atoms, 1),
-        # per molecule asked for: one whose chain diverged (skipped by the sampler) counts as unstable and invalid
-        "diverged": max(0, (args.n or 0) - len(mols)),
-        "molecule_stability": stable_mols / max(len(mols), args.n or 0, 1),
-        "validity": len(valid) / max(len(mols), args.n or 0, 1),
+        "diverged": max(0, (n or 0) - len(mols)),
+        "molecule_stability": stable_mols / asked,
+        "validity": len(valid) / asked,
         "uniqueness": len(unique) / max(len(valid), 1),
-        "valid_and_unique": len(unique) / max(len(mols), args.n or 0, 1),
+        "valid_and_unique": len(unique) / asked,
         "sampling_seconds": sample_s,
-        "invalid_reasons": dict(reasons.most_common()),
-        "over_bonded": over_bonded_summary(mols),
+        # why the invalid ones fail ("N valence 4": an atom over-bonded by the distance rule), most common first
+        "invalid_reasons": dict(collections.Counter(v.reason for v in vs if v.reason is not None).most_common()),
+        "over_bonded": over_bonded_summary(vs),
+        "atoms_per_molecule": atoms_per_molecule(mols),
+        "bonds_per_molecule": bonds_per_molecule(vs),
     }
     if args.paired:
         res["paired"] = paired(mols, vs, args.paired)
@@ -229,14 +259,13 @@ def main():
     if rust["stable_atoms"] != stable_atoms or rust["stable_molecules"] != stable_mols:
         sys.exit(f"stability mismatch: Rust {rust} vs Python {stable_atoms} atoms, {stable_mols} molecules")
     nov = f"{100 * res['novelty']:.1f}" if "novelty" in res else "-"
-    print(f"| {res['samples']} | {'-' if args.steps is None else args.steps} | {100 * res['atom_stability']:.1f} | "
+    print(f"| {res['samples']} | {'-' if steps is None else steps} | {100 * res['atom_stability']:.1f} | "
           f"{100 * res['molecule_stability']:.1f} | {100 * res['validity']:.1f} | "
           f"{100 * res['valid_and_unique']:.1f} | {nov} |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1)
     print(json.dumps(res, indent=1))
-
 
 if __name__ == "__main__":
     main()

@@ -148,6 +148,40 @@ class TrainingTests(unittest.TestCase):
         self.assertLess(max_norm, 10)
 
 
+class TorchSamplerTests(unittest.TestCase):
+    def test_step_coefficients_match_the_spec_reference(self):
+        import sample_torch
+
+        gamma = torch.from_numpy(edm.polynomial_2_gamma())
+        # spec §2.8 reference values (float64): σ²_{t|s}, 1/α_{t|s}, ε coefficient, noise std
+        ref = {(0, 1): (2.0000e-6, 1.000001, 5.7735e-4, 1.29099e-3),
+               (499, 500): (2.65864e-3, 1.001332, 4.0248e-3, 5.1474e-2),
+               (998, 999): (0.461026, 1.362122, 0.627978, 0.678985),
+               (999, 1000): (0.285221, 1.182807, 0.337363, 0.534059)}
+        for (s, t), want in ref.items():
+            got = [float(v) for v in sample_torch.step_coefficients(gamma, s, t)]
+            for g, w in zip(got, want):
+                self.assertAlmostEqual(g / w, 1.0, delta=2e-4, msg=f"step {t}->{s}: {got} vs {want}")
+        # the Rust sampler's grid
+        self.assertEqual(sample_torch.timesteps(1000), list(range(1000, -1, -1)))
+        self.assertEqual(sample_torch.timesteps(100)[:3] + sample_torch.timesteps(100)[-2:], [1000, 990, 980, 10, 0])
+        self.assertEqual(sample_torch.timesteps(3), [1000, 667, 333, 0])
+
+    def test_samples_are_centred_finite_and_typed(self):
+        import sample_torch
+
+        torch.manual_seed(0)
+        model = edm.EnVariationalDiffusion(16, 2)
+        x, types = sample_torch.sample(model, 5, 3, 4, torch.Generator().manual_seed(1))
+        self.assertEqual((tuple(x.shape), tuple(types.shape)), ((3, 5, 3), (3, 5)))
+        self.assertTrue(torch.isfinite(x).all())
+        np.testing.assert_allclose(x.mean(1).numpy(), 0, atol=1e-5)
+        self.assertTrue(((types >= 0) & (types < 5)).all())
+        # seeded: the same generator gives the same molecules
+        x2, types2 = sample_torch.sample(model, 5, 3, 4, torch.Generator().manual_seed(1))
+        self.assertTrue(torch.equal(x, x2) and torch.equal(types, types2))
+
+
 class DataTests(unittest.TestCase):
     def test_csv_parser_handles_qm9_number_forms(self):
         csv = ('Index,SMILES,N_atoms,Elements,XYZ_Ang\n'
@@ -188,28 +222,53 @@ class DataTests(unittest.TestCase):
         # C-C-C with 1.20 A bonds: each counts triple (< 1.23 A), so the middle C has 6 by order from 2 neighbours;
         # 0.03 A longer and they would count double
         chain = np.array([[0, 0, 0], [1.2, 0, 0], [2.4, 0, 0]], dtype=np.float32)
-        (el, cause, margin), = chem.over_bonded(chain, [1, 1, 1])
-        self.assertEqual((el, cause), ("C", "order"))
+        (el, cause, margin, bond), = chem.over_bonded(chain, [1, 1, 1])
+        self.assertEqual((el, cause, bond), ("C", "order", "C#C"))
         self.assertAlmostEqual(margin, 0.03, places=5)
         # CH4 plus a fifth H 1.15 A from the C (single threshold 1.19 A): extra neighbour, 0.04 A inside
         d = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=np.float32) / np.sqrt(3) * 1.09
         ch5 = np.vstack([np.zeros((1, 3)), d, [[0, 0, -1.15]]]).astype(np.float32)
         over = chem.over_bonded(ch5, [1, 0, 0, 0, 0, 0])
-        self.assertEqual([(e, c) for e, c, _ in over], [("C", "neighbours")])
-        self.assertAlmostEqual(over[0][2], 0.04, places=5)
+        self.assertEqual([(a.element, a.cause, a.bond) for a in over], [("C", "neighbours", "C-H")])
+        self.assertAlmostEqual(over[0].margin, 0.04, places=5)
         # the margin is the bond nearest its own threshold, whatever the elements: a sixth neighbour, C 1.55 A away
         # (0.09 inside 1.64), leaves the H at 1.15 A (0.04 inside 1.19) the nearest
         ch5c = np.vstack([ch5, [[0, 0, 1.55]]]).astype(np.float32)
-        (el, cause, margin), = [a for a in chem.over_bonded(ch5c, [1, 0, 0, 0, 0, 0, 1]) if a[0] == "C"][:1]
-        self.assertEqual(cause, "neighbours")
+        (el, cause, margin, bond), = [a for a in chem.over_bonded(ch5c, [1, 0, 0, 0, 0, 0, 1]) if a.element == "C"][:1]
+        self.assertEqual((cause, bond), ("neighbours", "C-H"))
         self.assertAlmostEqual(margin, 0.04, places=5)
         # C=O=C with 1.22 A bonds: double (< 1.25 A), not triple (>= 1.16 A), so the O has 4 by order from 2
         # neighbours, 0.03 A inside the double threshold
         coc = np.array([[-1.22, 0, 0], [0, 0, 0], [1.22, 0, 0]], dtype=np.float32)
-        self.assertEqual([(e, c) for e, c, _ in chem.over_bonded(coc, [1, 3, 1])], [("O", "order")])
-        self.assertAlmostEqual(chem.over_bonded(coc, [1, 3, 1])[0][2], 0.03, places=5)
+        self.assertEqual([(a.element, a.cause, a.bond) for a in chem.over_bonded(coc, [1, 3, 1])],
+                         [("O", "order", "C=O")])
+        self.assertAlmostEqual(chem.over_bonded(coc, [1, 3, 1])[0].margin, 0.03, places=5)
         # a stable molecule has none
         self.assertEqual(chem.over_bonded(ch5[:5], [1, 0, 0, 0, 0]), [])
+
+    def test_verdict_computes_bonds_once_and_summarises_them(self):
+        import evaluate
+
+        # CH4 (stable) and C=O=C (the O over-valent by order): one bond pass gives every verdict
+        d = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=np.float32) / np.sqrt(3) * 1.09
+        ch4 = (np.vstack([np.zeros((1, 3)), d]).astype(np.float32), [1, 0, 0, 0, 0])
+        coc = (np.array([[-1.22, 0, 0], [0, 0, 0], [1.22, 0, 0]], dtype=np.float32), [1, 3, 1])
+        calls = []
+        real = evaluate.bonds
+        evaluate.bonds = lambda p, t: calls.append(1) or real(p, t)
+        try:
+            vs = evaluate.verdicts([ch4, coc])
+        finally:
+            evaluate.bonds = real
+        self.assertEqual(len(calls), 2)
+        self.assertEqual((vs[0].stable_atoms, vs[0].atoms, vs[0].stable, vs[0].smiles),
+                         (5, 5, True, "[H]C([H])([H])[H]"))
+        self.assertEqual(vs[0].over, [])
+        self.assertEqual((vs[1].stable, vs[1].smiles, vs[1].reason), (False, None, "O valence 4"))
+        self.assertEqual(evaluate.bonds_per_molecule(vs), {"C-H": 2.0, "C=O": 1.0})
+        summary = evaluate.over_bonded_summary(vs)
+        self.assertEqual((summary["molecules"], summary["atoms"], summary["order_by_bond"]), (1, 1, {"C=O": 1}))
+        self.assertNotIn("neighbours_by_bond", summary)
 
     def test_mcnemar_exact(self):
         import evaluate
@@ -237,6 +296,12 @@ class DataTests(unittest.TestCase):
             self.assertEqual(res["molecules"], 3)
             self.assertEqual({k: res["molecule_stability"][k] for k in ("these", "other", "only_these", "only_other")},
                              {"these": 3, "other": 1, "only_these": 2, "only_other": 0})
+            # composition over the molecules in both (0 and 2): molecule 2 has a C here and an N there
+            self.assertEqual(res["atoms_per_molecule_difference"]["C"], [0.5, 0.354])
+            self.assertEqual(res["atoms_per_molecule_difference"]["N"], [-0.5, 0.354])
+            self.assertEqual(res["atoms_per_molecule_difference"]["H"], [0.0, 0.0])
+            self.assertEqual(evaluate.atoms_per_molecule(evaluate.read_xyz(b)),
+                             {"H": 4.0, "C": 0.5, "N": 0.5, "O": 0.0, "F": 0.0})
             # another step count is not a pair
             open(b, "w").write(ch4.format(label.format(0).replace("steps 100", "steps 1000")))
             with self.assertRaises(SystemExit):
