@@ -166,7 +166,8 @@ worker.onmessage = (e) => {
   const m = e.data;
   if (m.type === 'gpu-lost') {
     // the worker is on the CPU from now on, whichever run met the loss
-    $('backend').textContent = t('fallback', { reason: m.reason }); // stays after the run: why it is on the CPU
+    // stays after the run: why it is on the CPU (a lost device, or a GPU call that failed on a live one)
+    $('backend').textContent = t(m.kind === 'GpuError' ? 'fallbackFailed' : 'fallbackLost', { reason: m.reason });
     $('backend').dataset.backend = 'cpu';
   }
   if (m.run !== undefined && m.run !== state.run) return; // from a run that was replaced
