@@ -150,11 +150,12 @@ def paired(mols, vs, other_path):
                      "mcnemar_p": round(p, 4)}
     # per element: the mean over molecules in both files of (count here - count there), and its standard error
     both = sorted(a_by.keys() & b_by.keys())
-    diff = np.array([np.bincount(a_by[i][0][1], minlength=5) - np.bincount(b_by[i][0][1], minlength=5)
-                     for i in both]).reshape(-1, len(ELEMENTS))
+    k = len(ELEMENTS)
+    diff = np.array([np.bincount(a_by[i][0][1], minlength=k) - np.bincount(b_by[i][0][1], minlength=k)
+                     for i in both]).reshape(-1, k)
     res["atoms_per_molecule_difference"] = {
-        e: [round(float(diff[:, k].mean()), 3), round(float(diff[:, k].std() / np.sqrt(max(len(both), 1))), 3)]
-        for k, e in enumerate(ELEMENTS)} if len(both) else {}
+        e: [round(float(diff[:, j].mean()), 3), round(float(diff[:, j].std(ddof=1) / np.sqrt(len(both))), 3)]
+        for j, e in enumerate(ELEMENTS)} if len(both) > 1 else {}
     return res
 
 
@@ -266,6 +267,7 @@ def main():
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1)
     print(json.dumps(res, indent=1))
+
 
 if __name__ == "__main__":
     main()

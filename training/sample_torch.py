@@ -58,6 +58,12 @@ def sample(model, n, B, steps, generator):
     return x.float(), z[..., 3:8].argmax(-1)
 
 
+def comment(index, types, seed, steps):
+    """The XYZ comment line, in the form `equivariant sample` writes (evaluate.py reads index, seed and steps)."""
+    formula = "".join(f"{e}{c}" for e, c in collections.Counter(ATOM_TYPES[t] for t in types).items())
+    return f"molecule {index} {formula} seed {seed} steps {steps} sampler torch"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=os.path.join(os.path.dirname(HERE), "weights", "edm_qm9_9x128.safetensors"))
@@ -91,8 +97,7 @@ def main():
     with open(args.out, "w") as fh:
         for i in range(args.n):
             x, types = mols[i]
-            formula = "".join(f"{e}{c}" for e, c in collections.Counter(ATOM_TYPES[t] for t in types).items())
-            fh.write(f"{len(types)}\nmolecule {i} {formula} seed {args.seed} steps {args.steps} sampler torch\n")
+            fh.write(f"{len(types)}\n{comment(i, types.tolist(), args.seed, args.steps)}\n")
             for t, (a, b, c) in zip(types.tolist(), x.tolist()):
                 fh.write(f"{ATOM_TYPES[t]} {a:.6f} {b:.6f} {c:.6f}\n")
     print(f"wrote {args.n} molecules to {args.out}")

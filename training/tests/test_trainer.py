@@ -180,6 +180,11 @@ class TorchSamplerTests(unittest.TestCase):
         # seeded: the same generator gives the same molecules
         x2, types2 = sample_torch.sample(model, 5, 3, 4, torch.Generator().manual_seed(1))
         self.assertTrue(torch.equal(x, x2) and torch.equal(types, types2))
+        # its XYZ comment line is one evaluate.py reads (index, seed, steps)
+        import evaluate
+
+        line = sample_torch.comment(7, types[0].tolist(), 5, 4)
+        self.assertEqual(evaluate.LABEL.match(line).groups(), ("7", "5", "4"))
 
 
 class DataTests(unittest.TestCase):
@@ -253,14 +258,15 @@ class DataTests(unittest.TestCase):
         d = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=np.float32) / np.sqrt(3) * 1.09
         ch4 = (np.vstack([np.zeros((1, 3)), d]).astype(np.float32), [1, 0, 0, 0, 0])
         coc = (np.array([[-1.22, 0, 0], [0, 0, 0], [1.22, 0, 0]], dtype=np.float32), [1, 3, 1])
-        calls = []
+        calls, inner = [], []
         real = evaluate.bonds
         evaluate.bonds = lambda p, t: calls.append(1) or real(p, t)
+        chem.bonds = lambda p, t: inner.append(1) or real(p, t)  # what stability & co. call when not given bonds
         try:
             vs = evaluate.verdicts([ch4, coc])
         finally:
-            evaluate.bonds = real
-        self.assertEqual(len(calls), 2)
+            evaluate.bonds = chem.bonds = real
+        self.assertEqual((len(calls), len(inner)), (2, 0))
         self.assertEqual((vs[0].stable_atoms, vs[0].atoms, vs[0].stable, vs[0].smiles),
                          (5, 5, True, "[H]C([H])([H])[H]"))
         self.assertEqual(vs[0].over, [])
@@ -297,8 +303,9 @@ class DataTests(unittest.TestCase):
             self.assertEqual({k: res["molecule_stability"][k] for k in ("these", "other", "only_these", "only_other")},
                              {"these": 3, "other": 1, "only_these": 2, "only_other": 0})
             # composition over the molecules in both (0 and 2): molecule 2 has a C here and an N there
-            self.assertEqual(res["atoms_per_molecule_difference"]["C"], [0.5, 0.354])
-            self.assertEqual(res["atoms_per_molecule_difference"]["N"], [-0.5, 0.354])
+            # mean and standard error (sample standard deviation of [1, 0] / sqrt 2)
+            self.assertEqual(res["atoms_per_molecule_difference"]["C"], [0.5, 0.5])
+            self.assertEqual(res["atoms_per_molecule_difference"]["N"], [-0.5, 0.5])
             self.assertEqual(res["atoms_per_molecule_difference"]["H"], [0.0, 0.0])
             self.assertEqual(evaluate.atoms_per_molecule(evaluate.read_xyz(b)),
                              {"H": 4.0, "C": 0.5, "N": 0.5, "O": 0.0, "F": 0.0})
