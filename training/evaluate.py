@@ -110,11 +110,14 @@ def over_bonded_summary(vs):
     return out
 
 
+def composition(types):
+    """Count of each element (H C N O F) in one molecule."""
+    return np.bincount(types, minlength=len(ELEMENTS))
+
+
 def atoms_per_molecule(mols):
     """Mean count of each element per molecule (H C N O F): compare with --data-reference."""
-    counts = np.zeros(len(ELEMENTS))
-    for m in mols:
-        counts += np.bincount(m[1], minlength=len(ELEMENTS))
+    counts = sum((composition(m[1]) for m in mols), np.zeros(len(ELEMENTS)))
     return {e: round(float(c) / max(len(mols), 1), 3) for e, c in zip(ELEMENTS, counts)}
 
 
@@ -150,9 +153,8 @@ def paired(mols, vs, other_path):
                      "mcnemar_p": round(p, 4)}
     # per element: the mean over molecules in both files of (count here - count there), and its standard error
     both = sorted(a_by.keys() & b_by.keys())
-    k = len(ELEMENTS)
-    diff = np.array([np.bincount(a_by[i][0][1], minlength=k) - np.bincount(b_by[i][0][1], minlength=k)
-                     for i in both]).reshape(-1, k)
+    diff = np.array([composition(a_by[i][0][1]) - composition(b_by[i][0][1]) for i in both]).reshape(
+        -1, len(ELEMENTS))
     res["atoms_per_molecule_difference"] = {
         e: [round(float(diff[:, j].mean()), 3), round(float(diff[:, j].std(ddof=1) / np.sqrt(len(both))), 3)]
         for j, e in enumerate(ELEMENTS)} if len(both) > 1 else {}
