@@ -75,6 +75,53 @@ class TrainingTests(unittest.TestCase):
         self.assertAlmostEqual(lr(1e-4, 500, 200, True, 0.0), 5e-6, msg="ends at 5 %")
         self.assertAlmostEqual(lr(1e-4, 0, 0, True, 1.0), 1e-4, msg="resumed optimizer: no warm-up")
 
+    def test_slow_ema_is_saved_validated_and_resumed(self):
+        """A short real run of train.py with --ema-slow: both averages written with their own decay in the recipe,
+        the slower one nearer the starting weights, and a resumed run continuing it from the checkpoint."""
+        import subprocess
+
+        rng = np.random.default_rng(0)
+        n_mol, n_at = 24, 4
+        with tempfile.TemporaryDirectory() as d:
+            data = os.path.join(d, "tiny.npz")
+            np.savez(data, positions=rng.normal(size=(n_mol * n_at, 3)).astype(np.float32),
+                     types=rng.integers(0, 5, n_mol * n_at).astype(np.uint8),
+                     offsets=np.arange(0, n_mol * n_at + 1, n_at, dtype=np.int64),
+                     train=np.arange(16), valid=np.arange(16, 20), test=np.arange(20, 24))
+            torch.manual_seed(3)
+            start = os.path.join(d, "start.safetensors")
+            self.assertTrue(train.save_weights(start, edm.EnVariationalDiffusion(8, 1), {}))
+            cmd = [sys.executable, os.path.join(ROOT, "training", "train.py"), "--data", data, "--nf", "8",
+                   "--layers", "1", "--batch", "4", "--lr", "1e-2", "--warmup", "1", "--ema", "0.9",
+                   "--ema-slow", "0.999", "--threads", "1", "--eval-molecules", "4", "--precision", "f32",
+                   "--out-dir", d, "--name", "w.safetensors", "--ckpt", os.path.join(d, "w.pt")]
+            out = subprocess.run(cmd + ["--resume", start, "--minutes", "0.04"], capture_output=True, text=True,
+                                 timeout=300)
+            self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+            self.assertIn("final eval (EMA 0.999,", out.stdout)
+            init, _ = train.read_safetensors(start)
+            fast, cfg_fast = train.read_safetensors(os.path.join(d, "w.safetensors"))
+            slow, cfg_slow = train.read_safetensors(os.path.join(d, "w.ema0.999.safetensors"))
+            self.assertIn("EMA 0.9,", cfg_fast["provenance"]["recipe"])
+            self.assertIn("EMA 0.999,", cfg_slow["provenance"]["recipe"])
+            self.assertGreater(cfg_slow["provenance"]["steps"], 20)
+
+            def moved(w):
+                return sum(float((w[k] - init[k]).norm()) for k in init if k != "gamma.gamma")
+
+            self.assertGreater(moved(slow), 0.0)
+            self.assertLess(moved(slow), 0.5 * moved(fast))
+            ck = torch.load(os.path.join(d, "w.pt"), weights_only=False)
+            self.assertIn("ema_slow", ck)
+            out = subprocess.run(cmd + ["--resume", start, "--minutes", "0.02"], capture_output=True, text=True,
+                                 timeout=300)
+            self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+            self.assertIn("resumed full checkpoint", out.stdout)
+            again, _ = train.read_safetensors(os.path.join(d, "w.ema0.999.safetensors"))
+            # continued from the checkpoint's slow average, not restarted from the (much further) fast EMA
+            self.assertLess(moved(again), 0.5 * moved(fast))
+            self.assertGreater(sum(float((again[k] - slow[k]).norm()) for k in init), 0.0)
+
     def test_loss_decreases_when_overfitting_a_batch(self):
         torch.manual_seed(1)
         m = edm.EnVariationalDiffusion(32, 2)
