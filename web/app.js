@@ -19,6 +19,8 @@ const state = {
   firstFrameMs: null,
   lastRate: { time: 0, step: 0, rate: 0 },
   backend: '',
+  // the backend label as a message key and its values, so that a language switch can render it again
+  backendLabel: null,
 };
 
 // ---------- language ----------
@@ -150,8 +152,18 @@ function status(kind, text) {
   el.textContent = text;
 }
 
+function showBackend(backend, key, vars = {}) {
+  state.backendLabel = { key, vars };
+  $('backend').dataset.backend = backend;
+  renderBackendLabel();
+}
+function renderBackendLabel() {
+  if (state.backendLabel) $('backend').textContent = t(state.backendLabel.key, state.backendLabel.vars);
+}
+
 function refreshTexts() {
   $('pause').textContent = state.paused ? t('resume') : t('pause');
+  renderBackendLabel();
   atomsSel.options[0].text = t('qm9');
   showNotice();
   if (state.frames.length) showFrame(state.frames.length - 1);
@@ -167,8 +179,7 @@ worker.onmessage = (e) => {
   if (m.type === 'gpu-lost') {
     // the worker is on the CPU from now on, whichever run met the loss
     // stays after the run: why it is on the CPU (a lost device, or a GPU call that failed on a live one)
-    $('backend').textContent = t(m.kind === 'GpuError' ? 'fallbackFailed' : 'fallbackLost', { reason: m.reason });
-    $('backend').dataset.backend = 'cpu';
+    showBackend('cpu', m.kind === 'GpuError' ? 'fallbackFailed' : 'fallbackLost', { reason: m.reason });
   }
   if (m.run !== undefined && m.run !== state.run) return; // from a run that was replaced
   switch (m.type) {
@@ -178,9 +189,9 @@ worker.onmessage = (e) => {
       break;
     case 'ready':
       state.backend = m.backend;
-      $('backend').textContent = m.backend === 'webgpu' ? t('gpuBackend', { adapter: m.adapter })
-        : m.fallbackReason ? t('fallback', { reason: m.fallbackReason }) : t('cpuBackend');
-      $('backend').dataset.backend = m.backend;
+      if (m.backend === 'webgpu') showBackend(m.backend, 'gpuBackend', { adapter: m.adapter });
+      else if (m.fallbackReason) showBackend(m.backend, 'fallback', { reason: m.fallbackReason });
+      else showBackend(m.backend, 'cpuBackend');
       $('generate').disabled = false;
       $('progress').value = 0;
       status('ready', t('ready'));

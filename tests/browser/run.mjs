@@ -198,6 +198,10 @@ test('app: a GPU device lost mid-run restarts the run on the CPU with the same m
     // what happened, then the reason the browser gave (the device was destroyed)
     const [, reason] = label.match(/device was lost: (.*)$/) || [];
     if (!reason || !/destroyed|lost/i.test(reason)) throw new Error(`the backend label should say the device was lost, and why: ${label}`);
+    // the label follows a language switch, keeping the reason the browser gave
+    await lost.page.getByTestId('language').selectOption('zh');
+    const zh = await backend.textContent();
+    if (zh !== `CPU（WebAssembly）；GPU 设备丢失：${reason}`) throw new Error(`the backend label was not translated: ${zh}`);
     if (lost.errors.length) throw new Error(`page errors: ${lost.errors.join('; ')}`);
   } finally {
     await lost.close();
