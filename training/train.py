@@ -265,13 +265,13 @@ def main():
         log("training from scratch")
     for p in ema.parameters():
         p.requires_grad_(False)
-    slow = None
+    slow = slow_path = None
     if args.ema_slow:
         slow = EnVariationalDiffusion(args.nf, args.layers).to(dev)
         slow.load_state_dict(ck["ema_slow"] if not fresh_opt and "ema_slow" in ck else ema.state_dict())
         for p in slow.parameters():
             p.requires_grad_(False)
-    slow_path = out_path.replace(".safetensors", f".ema{args.ema_slow:g}.safetensors")
+        slow_path = out_path.replace(".safetensors", f".ema{args.ema_slow:g}.safetensors")
     for g in opt.param_groups:
         g["lr"] = args.lr
 
@@ -280,9 +280,11 @@ def main():
     val_ids = data.split["valid"][: args.eval_molecules]
     gamma = model.gamma.gamma.detach().to(dev)
     T = model.T
-    params = [p for n, p in model.named_parameters() if not n.startswith("gamma.")]
-    ema_params = [p for n, p in ema.named_parameters() if not n.startswith("gamma.")]
-    slow_params = [p for n, p in slow.named_parameters() if not n.startswith("gamma.")] if slow else []
+    def trained(m):  # the γ table is fixed, not learned
+        return [p for n, p in m.named_parameters() if not n.startswith("gamma.")]
+
+    params, ema_params = trained(model), trained(ema)
+    slow_params = trained(slow) if slow else []
     clip = GradClipper()
     threads = torch.get_num_threads()
     log(f"device {dev} threads {threads} bf16 {use_bf16} model {args.layers}x{args.nf} "
@@ -297,7 +299,8 @@ def main():
     code_commit = git_commit()
     lr = f"AdamW lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "")
     t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
-    recipe = f"{lr}, batch {args.batch} grouped by atom count, EMA {args.ema}, {t_draw}, bf16 {use_bf16}"
+    def recipe(ema_decay):
+        return f"{lr}, batch {args.batch} grouped by atom count, EMA {ema_decay}, {t_draw}, bf16 {use_bf16}"
     deadline = t_start + args.minutes * 60
     last_save = last_eval = t_start
     seen0, step_in_run = prov["molecules_seen"], 0
@@ -320,7 +323,7 @@ def main():
         if math.isfinite(last_loss):  # none yet when a chunk ends before its first log line
             p["final_loss"] = last_loss
         p["git_commit"] = code_commit
-        p["recipe"] = recipe
+        p["recipe"] = recipe(args.ema)
         p["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return p
 
@@ -330,12 +333,16 @@ def main():
             os.makedirs(os.path.dirname(ckpt_path), exist_ok=True)
             state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                      "provenance": p, "args": vars(args)}
-            if slow is not None and save_weights(slow_path, slow, dict(p, recipe=p["recipe"].replace(
-                    f"EMA {args.ema}", f"EMA {args.ema_slow}")), args.precision):
+            if slow is not None and save_weights(slow_path, slow, dict(p, recipe=recipe(args.ema_slow)),
+                                                  args.precision):
                 state["ema_slow"] = slow.state_dict()
             torch.save(state, ckpt_path + ".tmp")
             os.replace(ckpt_path + ".tmp", ckpt_path)
             log(f"saved {out_path} ({p['epochs']:.3f} epochs, {p['molecules_seen']} molecules)")
+
+    def validate(label, m):
+        res = evaluate(m, data, val_ids, T, gamma, autocast, args.batch)
+        log(f"{label}, valid, eps-MSE x/h by t): " + " ".join(f"t{k}={v[0]:.4f}/{v[1]:.4f}" for k, v in res.items()))
 
     seen = seen0
     done = False
@@ -381,19 +388,13 @@ def main():
                 checkpoint()
                 last_save = time.time()
             if time.time() - last_eval > args.eval_minutes * 60:
-                res = evaluate(ema, data, val_ids, T, gamma, autocast, args.batch)
-                log("eval (EMA, valid, eps-MSE x/h by t): " +
-                    " ".join(f"t{k}={v[0]:.4f}/{v[1]:.4f}" for k, v in res.items()))
+                validate("eval (EMA", ema)
                 last_eval = time.time()
                 t_log, mol_log = time.time(), 0
     checkpoint()
-    res = evaluate(ema, data, val_ids, T, gamma, autocast, args.batch)
-    log("final eval (EMA, valid, eps-MSE x/h by t): " +
-        " ".join(f"t{k}={v[0]:.4f}/{v[1]:.4f}" for k, v in res.items()))
+    validate("final eval (EMA", ema)
     if slow is not None:
-        res = evaluate(slow, data, val_ids, T, gamma, autocast, args.batch)
-        log(f"final eval (EMA {args.ema_slow}, valid, eps-MSE x/h by t): " +
-            " ".join(f"t{k}={v[0]:.4f}/{v[1]:.4f}" for k, v in res.items()))
+        validate(f"final eval (EMA {args.ema_slow}", slow)
     log(f"done: {seen - seen0} molecules in {(time.time() - t_start) / 60:.1f} min "
         f"({(seen - seen0) / (time.time() - t_start):.1f} mol/s)")
 

@@ -18,7 +18,6 @@ const state = {
   startedAt: 0,
   firstFrameMs: null,
   lastRate: { time: 0, step: 0, rate: 0 },
-  backend: '',
   // the backend label as a message key and its values, so that a language switch can render it again
   backendLabel: null,
 };
@@ -188,7 +187,6 @@ worker.onmessage = (e) => {
       status('loading', m.phase === 'verify' ? t('verifying') : t('downloading', { pct: Math.round(m.fraction * 100) }));
       break;
     case 'ready':
-      state.backend = m.backend;
       if (m.backend === 'webgpu') showBackend(m.backend, 'gpuBackend', { adapter: m.adapter });
       else if (m.fallbackReason) showBackend(m.backend, 'fallback', { reason: m.fallbackReason });
       else showBackend(m.backend, 'cpuBackend');

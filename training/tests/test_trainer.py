@@ -2,6 +2,7 @@
 that training reduces the loss, export/resume, and the QM9 CSV parser."""
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -78,8 +79,6 @@ class TrainingTests(unittest.TestCase):
     def test_slow_ema_is_saved_validated_and_resumed(self):
         """A short real run of train.py with --ema-slow: both averages written with their own decay in the recipe,
         the slower one nearer the starting weights, and a resumed run continuing it from the checkpoint."""
-        import subprocess
-
         rng = np.random.default_rng(0)
         n_mol, n_at = 24, 4
         with tempfile.TemporaryDirectory() as d:
