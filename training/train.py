@@ -194,6 +194,9 @@ def main():
                          "saved beside the main file as <name>.ema<decay>.safetensors and validated at the end: a "
                          "measured comparison of the two averages at no extra training cost")
     ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
+    ap.add_argument("--max-steps", type=int, default=0,
+                    help="also stop after this many optimizer steps in this run (0 = no limit): a run whose length "
+                         "does not depend on the machine's speed, as the tests need")
     ap.add_argument("--resume", default=None, help="safetensors weights to start from ('none' = scratch)")
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "weights"))
     ap.add_argument("--name", default=None, help="weights file name (default edm_qm9_<layers>x<nf>.safetensors)")
@@ -348,7 +351,7 @@ def main():
     done = False
     while not done:
         for ids in data.batches(train_ids, args.batch, rng):
-            if time.time() > deadline or stop["flag"]:
+            if time.time() > deadline or stop["flag"] or 0 < args.max_steps <= step_in_run:
                 done = True
                 break
             xh = data.gather(ids)
@@ -364,6 +367,8 @@ def main():
             opt.zero_grad(set_to_none=True)
             loss.backward()
             left = max(0.0, (deadline - time.time()) / (deadline - t_start))
+            if args.max_steps:
+                left = min(left, 1 - step_in_run / args.max_steps)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(args.lr, step_in_run, args.warmup if fresh_opt else 0, args.lr_decay, left)
             gnorm, _ = clip(params)
