@@ -298,6 +298,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
     t_start = time.time()
+    cpu_start = time.process_time()  # CPU seconds of all this process's threads: what training actually got
     # fixed for the whole chunk, so read once: the tree may move on while it runs
     code_commit = git_commit()
     lr = f"AdamW lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "")
@@ -318,7 +319,7 @@ def main():
         if dev.type == "cuda":
             p["gpu_minutes"] = prov["gpu_minutes"] + hours * 60
         else:
-            p["cpu_hours"] = prov["cpu_hours"] + hours * threads
+            p["cpu_hours"] = prov["cpu_hours"] + (time.process_time() - cpu_start) / 3600
         p["molecules_seen"] = seen
         p["epochs"] = round(seen / len(train_ids), 4)
         p["steps"] = prov["steps"] + step_in_run

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import numpy as np
@@ -96,8 +97,10 @@ class TrainingTests(unittest.TestCase):
                    "--out-dir", d, "--name", "w.safetensors", "--ckpt", os.path.join(d, "w.pt")]
             # step counts, not a time budget: how far each average moves must not depend on the machine's speed
             cmd += ["--minutes", "5"]
+            wall = time.time()
             out = subprocess.run(cmd + ["--resume", start, "--max-steps", "60"], capture_output=True, text=True,
                                  timeout=300)
+            wall = time.time() - wall
             self.assertEqual(out.returncode, 0, out.stderr[-2000:])
             self.assertIn("final eval (EMA 0.999,", out.stdout)
             init, _ = train.read_safetensors(start)
@@ -106,6 +109,9 @@ class TrainingTests(unittest.TestCase):
             self.assertIn("EMA 0.9,", cfg_fast["provenance"]["recipe"])
             self.assertIn("EMA 0.999,", cfg_slow["provenance"]["recipe"])
             self.assertEqual(cfg_slow["provenance"]["steps"], 60)
+            # the CPU time the process got (one thread), not wall time x threads: above 0, within the run's wall time
+            self.assertGreater(cfg_fast["provenance"]["cpu_hours"], 0.0)
+            self.assertLess(cfg_fast["provenance"]["cpu_hours"] * 3600, 1.25 * wall)
 
             def moved(w):
                 return sum(float((w[k] - init[k]).norm()) for k in init if k != "gamma.gamma")
