@@ -95,12 +95,24 @@ def main():
         for b, i in enumerate(ids):
             mols[i] = (x[b], types[b])
     with open(args.out, "w") as fh:
-        for i in range(args.n):
-            x, types = mols[i]
-            fh.write(f"{len(types)}\n{comment(i, types.tolist(), args.seed, args.steps)}\n")
-            for t, (a, b, c) in zip(types.tolist(), x.tolist()):
-                fh.write(f"{ATOM_TYPES[t]} {a:.6f} {b:.6f} {c:.6f}\n")
-    print(f"wrote {args.n} molecules to {args.out}")
+        skipped = write_samples(fh, [mols[i] for i in range(args.n)], args.seed, args.steps)
+    print(f"wrote {args.n - len(skipped)} molecules to {args.out}"
+          + (f"; skipped {len(skipped)} whose chain diverged (non-finite positions): {skipped}" if skipped else ""))
+
+
+def write_samples(fh, mols, seed, steps):
+    """Writes (positions, types) molecules as XYZ with their index in the comment line, skipping any with a
+    non-finite coordinate as the Rust sampler does (evaluate.py counts a missing index as diverged: unstable and
+    invalid). Returns the skipped indices."""
+    skipped = []
+    for i, (x, types) in enumerate(mols):
+        if not torch.isfinite(x).all():
+            skipped.append(i)
+            continue
+        fh.write(f"{len(types)}\n{comment(i, types.tolist(), seed, steps)}\n")
+        for t, (a, b, c) in zip(types.tolist(), x.tolist()):
+            fh.write(f"{ATOM_TYPES[t]} {a:.6f} {b:.6f} {c:.6f}\n")
+    return skipped
 
 
 if __name__ == "__main__":

@@ -241,6 +241,26 @@ class TorchSamplerTests(unittest.TestCase):
         line = sample_torch.comment(7, types[0].tolist(), 5, 4)
         self.assertEqual(evaluate.LABEL.match(line).groups(), ("7", "5", "4"))
 
+    def test_a_diverged_molecule_is_skipped_not_written_as_nan(self):
+        import evaluate
+        import sample_torch
+
+        t = torch.tensor([1, 0, 0])
+        ok = torch.tensor([[0.0, 0.0, 0.0], [1.09, 0.0, 0.0], [-1.09, 0.0, 0.0]])
+        bad = ok.clone()
+        bad[1, 2] = float("nan")
+        far = ok.clone()
+        far[0, 0] = float("inf")
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "s.xyz")
+            with open(path, "w") as fh:
+                skipped = sample_torch.write_samples(fh, [(ok, t), (bad, t), (far, t)], 3, 10)
+            self.assertEqual(skipped, [1, 2])
+            self.assertNotIn("nan", open(path).read().lower())
+            mols = evaluate.read_xyz(path, comments=True)
+            # the kept molecule keeps its own index, so a paired comparison still matches molecules by index
+            self.assertEqual([evaluate.LABEL.match(c).group(1) for _, _, c in mols], ["0"])
+
 
 class DataTests(unittest.TestCase):
     def test_csv_parser_handles_qm9_number_forms(self):
