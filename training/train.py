@@ -215,6 +215,10 @@ def main():
     ap.add_argument("--precision", choices=["f16", "f32"], default="f16",
                     help="stored precision of the exported EMA weights (the shipped file is f16: measured unchanged "
                          "against f32, see weights/MODEL_CARD.md; resuming from it casts back to f32)")
+    ap.add_argument("--compile", action="store_true",
+                    help="train through torch.compile (one graph for every atom count and batch size; minutes of "
+                         "compiling unless cached): its speed against eager is training/bench_train.py's to measure, "
+                         "and the model card records it")
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--eval-minutes", type=float, default=30.0)
     ap.add_argument("--eval-molecules", type=int, default=512)
@@ -287,10 +291,12 @@ def main():
         return [p for n, p in m.named_parameters() if not n.startswith("gamma.")]
 
     params, ema_params = trained(model), trained(ema)
+    # the compiled module shares model's parameters: the optimizer, EMA and checkpoints see no difference
+    step_model = torch.compile(model, dynamic=True) if args.compile else model
     slow_params = trained(slow) if slow else []
     clip = GradClipper()
     threads = torch.get_num_threads()
-    log(f"device {dev} threads {threads} bf16 {use_bf16} model {args.layers}x{args.nf} "
+    log(f"device {dev} threads {threads} bf16 {use_bf16} compiled {args.compile} model {args.layers}x{args.nf} "
         f"({count_params(model):,} params) batch {args.batch} lr {args.lr} ema {args.ema} -> {out_path}")
     log(f"provenance so far: {json.dumps(prov)}")
 
@@ -360,7 +366,7 @@ def main():
             if args.t_low_frac > 0:
                 low = torch.rand(len(ids), device=dev) < args.t_low_frac
                 t_int = torch.where(low, torch.randint(0, args.t_low_max + 1, (len(ids),), device=dev), t_int)
-            loss, _, _ = diffusion_loss(model, xh, t_int, gamma, T, autocast)
+            loss, _, _ = diffusion_loss(step_model, xh, t_int, gamma, T, autocast)
             if not torch.isfinite(loss):
                 log("non-finite loss, batch skipped")
                 opt.zero_grad(set_to_none=True)

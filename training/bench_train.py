@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Times the trainer's own training step (train.py: diffusion loss, backward, EDM's gradient clipping, AdamW) in
+molecules per second, eager against torch.compile, on the same QM9 batches (grouped by atom count as the trainer
+draws them). The two are timed in alternating rounds so a change in the machine's load hits both.
+
+    python training/bench_train.py --threads 2 --steps 40 --rounds 3
+
+The first compiled round includes compiling unless PyTorch's cache already holds the graphs (it says how long the
+warm-up took). Molecules per second depend on the atom counts drawn: compare the two columns, not runs.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from edm import EnVariationalDiffusion  # noqa: E402
+from train import Data, GradClipper, diffusion_loss  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.path.join(HERE, "data", "qm9_compact.npz"))
+    ap.add_argument("--nf", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=9)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=40, help="training steps per round and mode")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-bf16", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    data = Data(args.data, "cpu")
+    rng = np.random.default_rng(0)
+    batches = data.batches(data.split["train"], args.batch, rng)
+    model = EnVariationalDiffusion(args.nf, args.layers)
+    gamma, T = model.gamma.gamma.detach(), model.T
+    params = [p for n, p in model.named_parameters() if not n.startswith("gamma.")]
+    opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-12)
+    clip = GradClipper()
+    modes = {"eager": model, "compiled": torch.compile(model, dynamic=True)}
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_bf16)
+
+    def step(m, ids):
+        xh = data.gather(ids)
+        t_int = torch.randint(0, T + 1, (len(ids),))
+        loss, _, _ = diffusion_loss(m, xh, t_int, gamma, T, autocast)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip(params)
+        opt.step()
+        return len(ids)
+
+    print(f"model {args.layers}x{args.nf}, batch {args.batch}, PyTorch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, bf16 {not args.no_bf16}")
+    start = time.perf_counter()
+    for ids in batches[:3]:
+        step(modes["compiled"], ids)
+    print(f"compiled warm-up (3 steps, compiling unless cached): {time.perf_counter() - start:.1f} s", flush=True)
+    rates = {k: [] for k in modes}
+    k = 3
+    for r in range(args.rounds):
+        # both modes see the same batches in a round, so the atom counts (the cost) are the same
+        round_batches = batches[k:k + args.steps]
+        k += args.steps
+        for name, m in modes.items():
+            start = time.perf_counter()
+            mols = sum(step(m, ids) for ids in round_batches)
+            rates[name].append(mols / (time.perf_counter() - start))
+        print(f"round {r}: " + ", ".join(f"{name} {v[-1]:.1f} mol/s" for name, v in rates.items()), flush=True)
+    e, c = np.mean(rates["eager"]), np.mean(rates["compiled"])
+    print(f"mean: eager {e:.1f}, compiled {c:.1f} mol/s ({c / e:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
