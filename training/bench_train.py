@@ -4,6 +4,7 @@ molecules per second, eager against torch.compile, on the same QM9 batches (grou
 draws them). The two are timed in alternating rounds so a change in the machine's load hits both.
 
     python training/bench_train.py --threads 2 --steps 40 --rounds 3
+    python training/bench_train.py --device cuda --batch 512 --steps 100
 
 The first compiled round includes compiling unless PyTorch's cache already holds the graphs (it says how long the
 warm-up took). Molecules per second depend on the atom counts drawn: compare the two columns, not runs.
@@ -28,6 +29,7 @@ def main():
     ap.add_argument("--nf", type=int, default=128)
     ap.add_argument("--layers", type=int, default=9)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--steps", type=int, default=40, help="training steps per round and mode")
     ap.add_argument("--rounds", type=int, default=3)
@@ -36,10 +38,13 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    data = Data(args.data, "cpu")
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as train.py on CUDA
+    data = Data(args.data, dev)
     rng = np.random.default_rng(0)
     batches = data.batches(data.split["train"], args.batch, rng)
-    model = EnVariationalDiffusion(args.nf, args.layers)
+    model = EnVariationalDiffusion(args.nf, args.layers).to(dev)
     gamma, T = model.gamma.gamma.detach(), model.T
     params = [p for n, p in model.named_parameters() if not n.startswith("gamma.")]
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-12)
@@ -47,11 +52,11 @@ def main():
     modes = {"eager": model, "compiled": torch.compile(model, dynamic=True)}
 
     def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_bf16)
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=not args.no_bf16)
 
     def step(m, ids):
         xh = data.gather(ids)
-        t_int = torch.randint(0, T + 1, (len(ids),))
+        t_int = torch.randint(0, T + 1, (len(ids),), device=dev)
         loss, _, _ = diffusion_loss(m, xh, t_int, gamma, T, autocast)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -59,11 +64,17 @@ def main():
         opt.step()
         return len(ids)
 
-    print(f"model {args.layers}x{args.nf}, batch {args.batch}, PyTorch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, bf16 {not args.no_bf16}")
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"model {args.layers}x{args.nf}, batch {args.batch}, PyTorch {torch.__version__} on {where}, "
+          f"bf16 {not args.no_bf16}")
     start = time.perf_counter()
     for ids in batches[:3]:
         step(modes["compiled"], ids)
+    sync()
     print(f"compiled warm-up (3 steps, compiling unless cached): {time.perf_counter() - start:.1f} s", flush=True)
     rates = {k: [] for k in modes}
     k = 3
@@ -74,6 +85,7 @@ def main():
         for name, m in modes.items():
             start = time.perf_counter()
             mols = sum(step(m, ids) for ids in round_batches)
+            sync()
             rates[name].append(mols / (time.perf_counter() - start))
         print(f"round {r}: " + ", ".join(f"{name} {v[-1]:.1f} mol/s" for name, v in rates.items()), flush=True)
     e, c = np.mean(rates["eager"]), np.mean(rates["compiled"])
