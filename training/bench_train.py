@@ -80,9 +80,11 @@ def main():
     k = 3
     for r in range(args.rounds):
         # both modes see the same batches in a round, so the atom counts (the cost) are the same
-        round_batches = batches[k:k + args.steps]
+        round_batches = [batches[(k + j) % len(batches)] for j in range(args.steps)]
         k += args.steps
-        for name, m in modes.items():
+        # alternate which goes first, so a drift in the machine's load does not always favour the same one
+        for name in (["eager", "compiled"] if r % 2 == 0 else ["compiled", "eager"]):
+            m = modes[name]
             start = time.perf_counter()
             mols = sum(step(m, ids) for ids in round_batches)
             sync()

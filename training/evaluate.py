@@ -93,6 +93,17 @@ def labels(mols):
     return [tuple(int(g) for g in f.groups()) for f in found]
 
 
+def requested(lab, n_arg=None):
+    """How many molecules a kept file's sampler was asked for: --n when given (it must cover every index in the
+    file), else the highest index + 1, which misses diverged molecules skipped at the very end."""
+    last = max(i for i, _, _ in lab) + 1 if lab else None
+    if n_arg is None:
+        return last
+    if last is not None and last > n_arg:
+        raise ValueError(f"--n {n_arg}, but the file holds molecule index {last - 1}")
+    return n_arg
+
+
 def over_bonded_summary(vs):
     """Over-valent atoms by cause; per cause, by element, by the bond nearest its threshold (one per atom), and the
     quantiles of how far inside the threshold that bond lies."""
@@ -177,7 +188,10 @@ def write_data_reference(path, n, seed, data=os.path.join(HERE, "data", "qm9_com
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=os.path.join(ROOT, "weights", "edm_qm9_9x128.safetensors"))
-    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--n", type=int, default=None,
+                    help="molecules to sample (default 1000); with --samples, how many the sampler was asked for, so "
+                         "that diverged molecules it skipped at the end of the file count too (default: the "
+                         "highest index in the file + 1)")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0,
@@ -203,7 +217,7 @@ def main():
     if not os.path.exists(args.binary):
         subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     # what the evaluated molecules are: drawn now, a kept file, or QM9 test molecules
-    n, seed, steps, sample_s = args.n, args.seed, args.steps, None
+    n, seed, steps, sample_s = args.n or 1000, args.seed, args.steps, None
     if args.data_reference:
         out = args.keep or os.path.join(tempfile.mkdtemp(), "qm9_test.xyz")
         write_data_reference(out, args.data_reference, seed)
@@ -222,7 +236,10 @@ def main():
         # label the result with what the file holds, not with the defaults of --n/--seed/--steps
         lab = labels(mols)
         seeds, steps_seen = ({s for _, s, _ in lab}, {st for _, _, st in lab}) if lab else (set(), set())
-        n = max(i for i, _, _ in lab) + 1 if lab else None
+        try:
+            n = requested(lab, args.n)
+        except ValueError as e:
+            ap.error(str(e))
         seed = seeds.pop() if len(seeds) == 1 else None
         steps = steps_seen.pop() if len(steps_seen) == 1 else None
     rust = json.loads(subprocess.check_output([args.binary, "eval", "--json", out]))

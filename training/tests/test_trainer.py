@@ -96,7 +96,7 @@ class TrainingTests(unittest.TestCase):
                    "--ema-slow", "0.999", "--threads", "1", "--eval-molecules", "4", "--precision", "f32",
                    "--out-dir", d, "--name", "w.safetensors", "--ckpt", os.path.join(d, "w.pt")]
             # step counts, not a time budget: how far each average moves must not depend on the machine's speed
-            cmd += ["--minutes", "5"]
+            cmd += ["--minutes", "3"]  # a backstop below the 300-s timeout, should the steps never come
             wall = time.time()
             out = subprocess.run(cmd + ["--resume", start, "--max-steps", "60"], capture_output=True, text=True,
                                  timeout=300)
@@ -109,7 +109,8 @@ class TrainingTests(unittest.TestCase):
             self.assertIn("EMA 0.9,", cfg_fast["provenance"]["recipe"])
             self.assertIn("EMA 0.999,", cfg_slow["provenance"]["recipe"])
             self.assertEqual(cfg_slow["provenance"]["steps"], 60)
-            # the CPU time the process got (one thread), not wall time x threads: above 0, within the run's wall time
+            # a sanity check of the CPU time the process got (one thread): above 0 and within the run's wall time
+            # (the wall-time-x-threads figure it replaced passes this too on one thread; it differs when starved)
             self.assertGreater(cfg_fast["provenance"]["cpu_hours"], 0.0)
             self.assertLess(cfg_fast["provenance"]["cpu_hours"] * 3600, 1.25 * wall)
 
@@ -260,6 +261,12 @@ class TorchSamplerTests(unittest.TestCase):
             mols = evaluate.read_xyz(path, comments=True)
             # the kept molecule keeps its own index, so a paired comparison still matches molecules by index
             self.assertEqual([evaluate.LABEL.match(c).group(1) for _, _, c in mols], ["0"])
+            # the skipped ones were the last: only --n tells evaluate.py that 3 were asked for (2 diverged)
+            lab = evaluate.labels(mols)
+            self.assertEqual(evaluate.requested(lab), 1)
+            self.assertEqual(evaluate.requested(lab, 3), 3)
+            with self.assertRaises(ValueError):
+                evaluate.requested([(4, 3, 10)], 3)
 
 
 class DataTests(unittest.TestCase):
