@@ -216,9 +216,10 @@ def main():
                     help="stored precision of the exported EMA weights (the shipped file is f16: measured unchanged "
                          "against f32, see weights/MODEL_CARD.md; resuming from it casts back to f32)")
     ap.add_argument("--compile", action="store_true",
-                    help="train through torch.compile (one graph for every atom count and batch size; minutes of "
-                         "compiling unless cached): its speed against eager is training/bench_train.py's to measure, "
-                         "and the model card records it")
+                    help="train through torch.compile (dynamic shapes: one graph for the atom counts and batch sizes, "
+                         "plus size-1 specialisations; minutes of compiling unless cached). On 2 CPU threads it "
+                         "measured no faster than eager (0.93x, training/bench_train.py, see weights/MODEL_CARD.md); "
+                         "untried on CUDA")
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--eval-minutes", type=float, default=30.0)
     ap.add_argument("--eval-molecules", type=int, default=512)
