@@ -20,15 +20,12 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from edm import EnVariationalDiffusion  # noqa: E402
-from train import Data, GradClipper, diffusion_loss  # noqa: E402
+from train import Data, GradClipper, add_model_args, diffusion_loss, optimizer_step, trained  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.path.join(HERE, "data", "qm9_compact.npz"))
-    ap.add_argument("--nf", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=9)
-    ap.add_argument("--batch", type=int, default=64)
+    add_model_args(ap)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--steps", type=int, default=40, help="training steps per round and mode")
@@ -46,7 +43,7 @@ def main():
     batches = data.batches(data.split["train"], args.batch, rng)
     model = EnVariationalDiffusion(args.nf, args.layers).to(dev)
     gamma, T = model.gamma.gamma.detach(), model.T
-    params = [p for n, p in model.named_parameters() if not n.startswith("gamma.")]
+    params = trained(model)
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-12)
     clip = GradClipper()
     modes = {"eager": model, "compiled": torch.compile(model, dynamic=True)}
@@ -58,10 +55,7 @@ def main():
         xh = data.gather(ids)
         t_int = torch.randint(0, T + 1, (len(ids),), device=dev)
         loss, _, _ = diffusion_loss(m, xh, t_int, gamma, T, autocast)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip(params)
-        opt.step()
+        optimizer_step(loss, opt, clip, params)
         return len(ids)
 
     def sync():

@@ -92,6 +92,32 @@ def diffusion_loss(model, xh, t_int, gamma, T, autocast):
     return per_mol.mean(), err[..., :3].mean(dim=(1, 2)), err[..., 3:].mean(dim=(1, 2))
 
 
+def trained(m):
+    """The parameters an optimizer updates: all but the γ table, which is fixed, not learned."""
+    return [p for n, p in m.named_parameters() if not n.startswith("gamma.")]
+
+
+def optimizer_step(loss, opt, clip, params, lr=None):
+    """One update as the trainer makes it: backward, the learning rate from lr() if given (read after backward, as the
+    time budget has moved on), EDM's adaptive clipping, AdamW. Returns the gradient norm before clipping."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if lr is not None:
+        for g in opt.param_groups:
+            g["lr"] = lr()
+    gnorm, _ = clip(params)
+    opt.step()
+    return gnorm
+
+
+def add_model_args(ap):
+    """The data and model flags the trainer and its benchmark share."""
+    ap.add_argument("--data", default=os.path.join(HERE, "data", "qm9_compact.npz"))
+    ap.add_argument("--nf", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=9)
+    ap.add_argument("--batch", type=int, default=64)
+
+
 class GradClipper:
     """EDM's adaptive clipping: max = 1.5·mean(Q) + 2·std(Q) over the last 50 (clipped) norms, Q starts at [3000]."""
 
@@ -182,10 +208,7 @@ def evaluate(model, data, ids, T, gamma, autocast, batch):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.path.join(HERE, "data", "qm9_compact.npz"))
-    ap.add_argument("--nf", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=9)
-    ap.add_argument("--batch", type=int, default=64)
+    add_model_args(ap)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=200, help="linear warm-up steps (fresh optimizer)")
     ap.add_argument("--ema", type=float, default=0.999)
@@ -288,13 +311,10 @@ def main():
     val_ids = data.split["valid"][: args.eval_molecules]
     gamma = model.gamma.gamma.detach().to(dev)
     T = model.T
-    def trained(m):  # the γ table is fixed, not learned
-        return [p for n, p in m.named_parameters() if not n.startswith("gamma.")]
-
     params, ema_params = trained(model), trained(ema)
+    slow_params = trained(slow) if slow else []
     # the compiled module shares model's parameters: the optimizer, EMA and checkpoints see no difference
     step_model = torch.compile(model, dynamic=True) if args.compile else model
-    slow_params = trained(slow) if slow else []
     clip = GradClipper()
     threads = torch.get_num_threads()
     log(f"device {dev} threads {threads} bf16 {use_bf16} compiled {args.compile} model {args.layers}x{args.nf} "
@@ -372,15 +392,13 @@ def main():
                 log("non-finite loss, batch skipped")
                 opt.zero_grad(set_to_none=True)
                 continue
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            left = max(0.0, (deadline - time.time()) / (deadline - t_start))
-            if args.max_steps:
-                left = min(left, 1 - step_in_run / args.max_steps)
-            for g in opt.param_groups:
-                g["lr"] = learning_rate(args.lr, step_in_run, args.warmup if fresh_opt else 0, args.lr_decay, left)
-            gnorm, _ = clip(params)
-            opt.step()
+            def lr_now():
+                left = max(0.0, (deadline - time.time()) / (deadline - t_start))
+                if args.max_steps:
+                    left = min(left, 1 - step_in_run / args.max_steps)
+                return learning_rate(args.lr, step_in_run, args.warmup if fresh_opt else 0, args.lr_decay, left)
+
+            gnorm = optimizer_step(loss, opt, clip, params, lr_now)
             with torch.no_grad():
                 torch._foreach_lerp_(ema_params, params, 1 - args.ema)
                 if slow_params:
