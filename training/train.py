@@ -31,6 +31,9 @@ from edm import EnVariationalDiffusion, config_metadata, count_params, features,
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EVAL_LEVELS = [1, 10, 50, 100, 250, 500, 750, 1000]
+# this many batches in a row with a non-finite loss stop the run: the data or the weights are broken, and skipping
+# on would only spend the budget (a rare bad batch is skipped and training goes on)
+MAX_NONFINITE_IN_ROW = 20
 
 
 def log(msg, fh=None):
@@ -49,6 +52,11 @@ def learning_rate(base, step, warmup, decay, left):
 class Data:
     def __init__(self, path, device):
         d = np.load(path)
+        bad = ~np.isfinite(d["positions"]).all(axis=1)
+        if bad.any():
+            mol = int(np.searchsorted(d["offsets"], np.flatnonzero(bad)[0], side="right")) - 1
+            raise ValueError(f"{path}: {int(bad.sum())} atoms have a non-finite position (first in molecule {mol}); "
+                             "rebuild it with training/prepare_data.py")
         self.pos = torch.from_numpy(d["positions"]).to(device)
         self.typ = torch.from_numpy(d["types"].astype(np.int64)).to(device)
         self.offs = d["offsets"]
@@ -377,6 +385,7 @@ def main():
 
     seen = seen0
     done = False
+    nonfinite_in_row = 0
     while not done:
         for ids in data.batches(train_ids, args.batch, rng):
             if time.time() > deadline or stop["flag"] or 0 < args.max_steps <= step_in_run:
@@ -389,9 +398,14 @@ def main():
                 t_int = torch.where(low, torch.randint(0, args.t_low_max + 1, (len(ids),), device=dev), t_int)
             loss, _, _ = diffusion_loss(step_model, xh, t_int, gamma, T, autocast)
             if not torch.isfinite(loss):
+                nonfinite_in_row += 1
                 log("non-finite loss, batch skipped")
                 opt.zero_grad(set_to_none=True)
+                if nonfinite_in_row >= MAX_NONFINITE_IN_ROW:
+                    done = True
+                    break
                 continue
+            nonfinite_in_row = 0
             def lr_now():
                 left = max(0.0, (deadline - time.time()) / (deadline - t_start))
                 if args.max_steps:
@@ -422,7 +436,10 @@ def main():
                 validate("eval (EMA", ema)
                 last_eval = time.time()
                 t_log, mol_log = time.time(), 0
-    checkpoint()
+    checkpoint()  # keeps what was trained before the failure; save_weights refuses non-finite weights
+    if nonfinite_in_row >= MAX_NONFINITE_IN_ROW:
+        sys.exit(f"train.py: stopped after {nonfinite_in_row} batches in a row with a non-finite loss: the data "
+                 f"({args.data}) or the weights hold NaN or infinity, or training diverged")
     validate("final eval (EMA", ema)
     if slow is not None:
         validate(f"final eval (EMA {args.ema_slow}", slow)
