@@ -131,6 +131,39 @@ class TrainingTests(unittest.TestCase):
             self.assertLess(moved(again), 0.5 * moved(fast))
             self.assertGreater(sum(float((again[k] - slow[k]).norm()) for k in init), 0.0)
 
+    def test_broken_data_or_weights_stop_with_a_clear_error(self):
+        """NaN in the data is refused on loading; weights that overflow every loss stop the run after a few
+        batches with an error, instead of skipping batches until the time budget ends."""
+        rng = np.random.default_rng(0)
+        n_mol, n_at = 24, 4
+        with tempfile.TemporaryDirectory() as d:
+            data = os.path.join(d, "tiny.npz")
+            pos = rng.normal(size=(n_mol * n_at, 3)).astype(np.float32)
+            split = dict(types=rng.integers(0, 5, n_mol * n_at).astype(np.uint8),
+                         offsets=np.arange(0, n_mol * n_at + 1, n_at, dtype=np.int64),
+                         train=np.arange(16), valid=np.arange(16, 20), test=np.arange(20, 24))
+            bad = pos.copy()
+            bad[9, 1] = np.nan  # an atom of molecule 2
+            np.savez(data, positions=bad, **split)
+            with self.assertRaisesRegex(ValueError, "1 atoms have a non-finite position \\(first in molecule 2\\)"):
+                train.Data(data, "cpu")
+            np.savez(data, positions=pos, **split)
+            m = edm.EnVariationalDiffusion(8, 1)
+            with torch.no_grad():
+                m.dynamics.egnn.embedding.weight.fill_(1e30)
+            start = os.path.join(d, "start.safetensors")
+            self.assertTrue(train.save_weights(start, m, {}))
+            cmd = [sys.executable, os.path.join(ROOT, "training", "train.py"), "--data", data, "--nf", "8",
+                   "--layers", "1", "--batch", "4", "--threads", "1", "--eval-molecules", "4", "--precision",
+                   "f32", "--out-dir", d, "--name", "w.safetensors", "--ckpt", os.path.join(d, "w.pt"),
+                   "--resume", start, "--minutes", "3"]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            self.assertNotEqual(out.returncode, 0)
+            self.assertIn(f"stopped after {train.MAX_NONFINITE_IN_ROW} batches in a row with a non-finite loss",
+                          out.stderr)
+            # it stopped there, not after the 3-minute budget (which skipped batches used to spend)
+            self.assertEqual(out.stdout.count("non-finite loss, batch skipped"), train.MAX_NONFINITE_IN_ROW)
+
     def test_loss_decreases_when_overfitting_a_batch(self):
         torch.manual_seed(1)
         m = edm.EnVariationalDiffusion(32, 2)
@@ -190,6 +223,53 @@ class TrainingTests(unittest.TestCase):
             q = os.path.join(d, "bad.safetensors")
             self.assertFalse(train.save_weights(q, m, {}))
             self.assertFalse(os.path.exists(q))
+
+    def test_weight_average_is_the_mean_and_refuses_mismatches(self):
+        import average_weights
+
+        torch.manual_seed(0)
+        a, b = edm.EnVariationalDiffusion(8, 2), edm.EnVariationalDiffusion(8, 2)
+        with tempfile.TemporaryDirectory() as d:
+            pa, pb, out = (os.path.join(d, n) for n in ("a.safetensors", "b.safetensors", "s.safetensors"))
+            train.save_weights(pa, a, {"molecules_seen": 100, "epochs": 0.001, "cpu_hours": 1.0, "chunks": 1})
+            train.save_weights(pb, b, {"molecules_seen": 160, "epochs": 0.0016, "cpu_hours": 1.5, "chunks": 2})
+            average_weights.main([pa, pb, "--out", out, "--weights-of", "0.25", "0.75", "--precision", "f32"])
+            soup, cfg = train.read_safetensors(out)
+            sa, sb = a.state_dict(), b.state_dict()
+            params = {n for n, _ in a.named_parameters()}
+            for k in sa:
+                if k == "gamma.gamma":
+                    self.assertTrue(torch.equal(soup[k], sa[k]))
+                else:
+                    if k in params:
+                        self.assertFalse(torch.equal(sa[k], sb[k]), k)  # the inputs really differ
+                    torch.testing.assert_close(soup[k], 0.25 * sa[k] + 0.75 * sb[k], rtol=1e-6, atol=1e-7)
+            # b continued from a: total compute is b's, not the sum
+            prov = cfg["provenance"]
+            self.assertEqual(prov["molecules_seen"], 160)
+            self.assertAlmostEqual(prov["cpu_hours"], 1.5)
+            self.assertEqual([x["coefficient"] for x in prov["averaged_from"]], [0.25, 0.75])
+            # a different width, a changed noise schedule, a non-finite weight: refused, naming the file
+            c = edm.EnVariationalDiffusion(16, 2)
+            pc = os.path.join(d, "c.safetensors")
+            train.save_weights(pc, c, {})
+            with self.assertRaisesRegex(ValueError, "c.safetensors: nf"):
+                average_weights.average([pa, pc])
+            tensors, _ = train.read_safetensors(pb)
+            from safetensors.torch import save_file
+
+            tensors["gamma.gamma"] = tensors["gamma.gamma"] * 1.01
+            pg = os.path.join(d, "g.safetensors")
+            save_file(tensors, pg, metadata=edm.config_metadata(8, 2))
+            with self.assertRaisesRegex(ValueError, "γ table"):
+                average_weights.average([pa, pg])
+            tensors["gamma.gamma"] = sa["gamma.gamma"].clone()
+            tensors["dynamics.egnn.embedding.weight"][0, 0] = float("nan")
+            save_file(tensors, pg, metadata=edm.config_metadata(8, 2))
+            with self.assertRaisesRegex(ValueError, "non-finite"):
+                average_weights.average([pa, pg])
+            with self.assertRaisesRegex(ValueError, "summing to 1"):
+                average_weights.average([pa, pb], [0.5, 0.6])
 
     def test_clipper_limits_outliers(self):
         clip = train.GradClipper()

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Average several weights files of one model into one (a "model soup" / SWA-style weight average).
+
+    python training/average_weights.py a.safetensors b.safetensors c.safetensors --out soup.safetensors
+
+Every tensor is averaged in float32 (optionally weighted with --weights-of), then stored as float16 like the
+shipped file (the γ table stays float32 and must be identical in every input: it is the noise schedule, not a
+learned weight). The inputs must share the configuration (width, depth, schedule, atom types) and tensor names.
+
+Averaging only makes sense for files fine-tuned from one common ancestor (same loss basin), e.g. chunks that each
+started from the shipped file. Provenance: the compute counters (molecules, epochs, steps, CPU-hours,
+GPU-minutes) are the smallest input's plus every other input's excess over it, which is the total compute spent
+when the smallest input is the common ancestor of the rest (or has the same counters); the list of inputs is
+recorded under `averaged_from`.
+"""
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from edm import config_metadata  # noqa: E402
+from train import git_commit, read_safetensors  # noqa: E402
+
+COUNTERS = ("molecules_seen", "epochs", "steps", "cpu_hours", "gpu_minutes", "chunks")
+# configuration keys that must agree between inputs (provenance may differ)
+SHAPE_KEYS = ("nf", "n_layers", "diffusion_steps", "noise_schedule", "noise_precision", "normalize_factors",
+              "atom_types", "charges", "attention", "tanh", "inv_sublayers", "coords_range", "norm_constant",
+              "normalization_factor", "aggregation", "model", "format")
+
+
+def average(paths, coefficients=None):
+    """Returns (averaged float32 tensors, config of the first input, list of provenances). Raises ValueError naming
+    the first mismatch: configuration, tensor names, shapes, γ table or a non-finite value."""
+    if len(paths) < 2:
+        raise ValueError("need at least two weights files to average")
+    coefficients = coefficients or [1.0 / len(paths)] * len(paths)
+    if len(coefficients) != len(paths) or any(c < 0 for c in coefficients) or abs(sum(coefficients) - 1) > 1e-6:
+        raise ValueError(f"--weights-of needs {len(paths)} non-negative numbers summing to 1, got {coefficients}")
+    acc, first_cfg, provs = None, None, []
+    for path, c in zip(paths, coefficients):
+        tensors, cfg = read_safetensors(path)
+        if not cfg:
+            raise ValueError(f"{path}: no `equivariant` metadata (not a file written by train.py or convert)")
+        if first_cfg is None:
+            first_cfg, acc = cfg, {k: torch.zeros_like(v, dtype=torch.float32) for k, v in tensors.items()}
+            gamma = tensors.get("gamma.gamma")
+        for key in SHAPE_KEYS:
+            if cfg.get(key) != first_cfg.get(key):
+                raise ValueError(f"{path}: {key} = {cfg.get(key)!r}, but {paths[0]} has {first_cfg.get(key)!r}")
+        if set(tensors) != set(acc):
+            extra = sorted(set(tensors) ^ set(acc))[:3]
+            raise ValueError(f"{path}: tensor names differ from {paths[0]} (e.g. {extra})")
+        for k, v in tensors.items():
+            if v.shape != acc[k].shape:
+                raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, {paths[0]} {tuple(acc[k].shape)}")
+            if not torch.isfinite(v).all():
+                raise ValueError(f"{path}: {k} holds a non-finite value")
+            if k == "gamma.gamma":
+                if not torch.equal(v.float(), gamma.float()):
+                    raise ValueError(f"{path}: its γ table (noise schedule) differs from {paths[0]}'s")
+                continue
+            acc[k] += c * v.float()
+        provs.append(cfg.get("provenance", {}))
+    acc["gamma.gamma"] = gamma.float()
+    return acc, first_cfg, provs
+
+
+def combined_provenance(paths, provs, coefficients):
+    base = min(range(len(provs)), key=lambda i: provs[i].get("molecules_seen", 0))
+    out = {}
+    for key in COUNTERS:
+        vals = [p.get(key) for p in provs]
+        if any(v is None for v in vals):
+            continue
+        total = vals[base] + sum(v - vals[base] for v in vals)
+        out[key] = int(total) if isinstance(vals[base], int) else float(total)
+    out["averaged_from"] = [{"file": os.path.relpath(p), "coefficient": round(c, 6), "epochs": pr.get("epochs"),
+                             "recipe": pr.get("recipe")} for p, pr, c in zip(paths, provs, coefficients)]
+    out["recipe"] = "weight average of " + ", ".join(f"{pr.get('epochs')}-epoch" for pr in provs) + " files"
+    out["git_commit"] = git_commit()
+    out["updated"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("inputs", nargs="+", help="safetensors weights files of one model configuration")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--weights-of", type=float, nargs="+", help="averaging coefficients (default: equal)")
+    ap.add_argument("--precision", choices=["f16", "f32"], default="f16")
+    args = ap.parse_args(argv)
+    from safetensors.torch import save_file
+
+    try:
+        acc, cfg, provs = average(args.inputs, args.weights_of)
+    except (ValueError, OSError) as e:
+        sys.exit(f"average_weights: {e}")
+    coefficients = args.weights_of or [1.0 / len(args.inputs)] * len(args.inputs)
+    prov = combined_provenance(args.inputs, provs, coefficients)
+    if args.precision == "f16":
+        half = {k: v if k == "gamma.gamma" else v.half() for k, v in acc.items()}
+        if all(torch.isfinite(v).all() for v in half.values()):
+            acc = half
+        else:
+            print("a weight overflows float16: written as float32")
+    meta = config_metadata(cfg["nf"], cfg["n_layers"], cfg["diffusion_steps"], prov)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    save_file({k: v.contiguous() for k, v in acc.items()}, tmp, metadata=meta)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}: average of {len(args.inputs)} files, {prov.get('epochs')} epochs of compute")
+    print(json.dumps(prov["averaged_from"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
