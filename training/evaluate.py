@@ -213,11 +213,13 @@ def main():
     args = ap.parse_args()
     if args.samples and args.keep:
         ap.error("--keep names where to keep new samples; --samples evaluates a file that is already kept")
+    if args.n is not None and args.n < 1:
+        ap.error(f"--n {args.n}: evaluate at least one molecule")
 
     if not os.path.exists(args.binary):
         subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     # what the evaluated molecules are: drawn now, a kept file, or QM9 test molecules
-    n, seed, steps, sample_s = args.n or 1000, args.seed, args.steps, None
+    n, seed, steps, sample_s = 1000 if args.n is None else args.n, args.seed, args.steps, None
     if args.data_reference:
         out = args.keep or os.path.join(tempfile.mkdtemp(), "qm9_test.xyz")
         write_data_reference(out, args.data_reference, seed)
