@@ -655,37 +655,41 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// glibc's malloc serves each allocation above its mmap threshold (128 KiB at first, raised only as such blocks are
-/// freed) with a fresh `mmap` and gives the free top of the heap back to the OS; candle allocates a new output
-/// tensor for every product, so an evaluation kept faulting in fresh pages. Keeping freed memory in the process
-/// makes a 9 x 128 evaluation at batch 1 about 1.5x faster (docs/benchmarks.md). A user's own
-/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` wins; other C libraries and platforms are left alone.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
+/// glibc's malloc serves large allocations (above a threshold that starts at 128 KiB and adapts as such blocks are
+/// freed) with `mmap` and gives the free top of the heap back to the OS; candle allocates a new output tensor for
+/// every product. Fixing the mmap threshold at 32 MiB and the trim threshold at 256 MiB makes an evaluation at
+/// batch 1 about 1.5x faster (docs/benchmarks.md). Left alone when the user tunes malloc
+/// (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, `GLIBC_TUNABLES`) and off 64-bit glibc. Returns whether
+/// both settings took effect.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+fn keep_freed_memory() -> bool {
     use std::os::raw::c_int;
     extern "C" {
         fn mallopt(param: c_int, value: c_int) -> c_int;
     }
     const M_TRIM_THRESHOLD: c_int = -1;
     const M_MMAP_THRESHOLD: c_int = -3;
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
-        || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some()
+    let tuned = |name: &str| std::env::var_os(name).is_some();
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if tuned("MALLOC_MMAP_THRESHOLD_")
+        || tuned("MALLOC_TRIM_THRESHOLD_")
+        || tunables.contains("glibc.malloc.")
     {
-        return;
+        return false;
     }
-    // SAFETY: mallopt only changes allocator parameters (32 MiB is glibc's largest mmap threshold on 64-bit); it
-    // runs first in main, before any other thread exists.
-    unsafe {
-        mallopt(M_MMAP_THRESHOLD, 32 << 20);
-        mallopt(M_TRIM_THRESHOLD, 256 << 20);
-    }
+    // SAFETY: mallopt only changes allocator parameters and is thread-safe. 32 MiB is glibc's largest mmap
+    // threshold on 64-bit; should it be refused (1 = accepted), the trim threshold is not set either, since
+    // setting it alone would freeze the mmap threshold at 128 KiB.
+    unsafe { mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1 }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
+fn keep_freed_memory() -> bool {
+    false
+}
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    let _ = keep_freed_memory(); // a speed setting: without it the CLI works the same, only slower
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
         // candle's CPU matmul reads RAYON_NUM_THREADS; set before any tensor work.
@@ -700,5 +704,19 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// glibc takes both malloc settings: a value outside its range would be refused and the speed-up silently lost.
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+    fn glibc_accepts_the_malloc_settings() {
+        let user_tuned = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
+        assert_eq!(super::keep_freed_memory(), !user_tuned);
     }
 }

@@ -9,9 +9,11 @@ learned weight). The inputs must share the configuration (width, depth, schedule
 
 Averaging only makes sense for files fine-tuned from one common ancestor (same loss basin), e.g. chunks that each
 started from the shipped file. Provenance: the compute counters (molecules, epochs, steps, CPU-hours,
-GPU-minutes) are the smallest input's plus every other input's excess over it, which is the total compute spent
-when the smallest input is the common ancestor of the rest (or has the same counters); the list of inputs is
-recorded under `averaged_from`.
+GPU-minutes) are the smallest input's plus every other input's excess over it. That is the total compute spent
+when the inputs are siblings that each continued the smallest one (or its twin) independently; it overstates
+the total when one input continued another (files along one chain, e.g. 159 -> 162 -> 166 epochs, would count
+the shared stretch twice). The configuration is the inputs' own; the list of inputs is recorded under
+`averaged_from`.
 """
 import argparse
 import datetime
@@ -22,7 +24,6 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from edm import config_metadata  # noqa: E402
 from train import git_commit, read_safetensors  # noqa: E402
 
 COUNTERS = ("molecules_seen", "epochs", "steps", "cpu_hours", "gpu_minutes", "chunks")
@@ -46,8 +47,10 @@ def average(paths, coefficients=None):
         if not cfg:
             raise ValueError(f"{path}: no `equivariant` metadata (not a file written by train.py or convert)")
         if first_cfg is None:
+            if "gamma.gamma" not in tensors:
+                raise ValueError(f"{path}: no γ table (`gamma.gamma`): not an EDM weights file")
             first_cfg, acc = cfg, {k: torch.zeros_like(v, dtype=torch.float32) for k, v in tensors.items()}
-            gamma = tensors.get("gamma.gamma")
+            gamma = tensors["gamma.gamma"]
         for key in SHAPE_KEYS:
             if cfg.get(key) != first_cfg.get(key):
                 raise ValueError(f"{path}: {key} = {cfg.get(key)!r}, but {paths[0]} has {first_cfg.get(key)!r}")
@@ -107,7 +110,7 @@ def main(argv=None):
             acc = half
         else:
             print("a weight overflows float16: written as float32")
-    meta = config_metadata(cfg["nf"], cfg["n_layers"], cfg["diffusion_steps"], prov)
+    meta = {"equivariant": json.dumps(dict(cfg, provenance=prov), sort_keys=True, allow_nan=False)}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
     save_file({k: v.contiguous() for k, v in acc.items()}, tmp, metadata=meta)

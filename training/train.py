@@ -52,12 +52,13 @@ def learning_rate(base, step, warmup, decay, left):
 class Data:
     def __init__(self, path, device):
         d = np.load(path)
-        bad = ~np.isfinite(d["positions"]).all(axis=1)
+        pos = d["positions"]
+        bad = ~np.isfinite(pos).all(axis=1)
         if bad.any():
             mol = int(np.searchsorted(d["offsets"], np.flatnonzero(bad)[0], side="right")) - 1
             raise ValueError(f"{path}: {int(bad.sum())} atoms have a non-finite position (first in molecule {mol}); "
                              "rebuild it with training/prepare_data.py")
-        self.pos = torch.from_numpy(d["positions"]).to(device)
+        self.pos = torch.from_numpy(pos).to(device)
         self.typ = torch.from_numpy(d["types"].astype(np.int64)).to(device)
         self.offs = d["offsets"]
         self.offs_t = torch.from_numpy(self.offs).to(device)
@@ -436,10 +437,13 @@ def main():
                 validate("eval (EMA", ema)
                 last_eval = time.time()
                 t_log, mol_log = time.time(), 0
-    checkpoint()  # keeps what was trained before the failure; save_weights refuses non-finite weights
     if nonfinite_in_row >= MAX_NONFINITE_IN_ROW:
+        # no save: the weights may have diverged to huge finite values, and the last periodic save (or the file it
+        # resumed from) is the last state known to be good
         sys.exit(f"train.py: stopped after {nonfinite_in_row} batches in a row with a non-finite loss: the data "
-                 f"({args.data}) or the weights hold NaN or infinity, or training diverged")
+                 f"({args.data}) or the weights hold NaN or infinity, or training diverged; nothing saved since "
+                 f"the last save")
+    checkpoint()
     validate("final eval (EMA", ema)
     if slow is not None:
         validate(f"final eval (EMA {args.ema_slow}", slow)

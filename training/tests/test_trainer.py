@@ -161,8 +161,10 @@ class TrainingTests(unittest.TestCase):
             self.assertNotEqual(out.returncode, 0)
             self.assertIn(f"stopped after {train.MAX_NONFINITE_IN_ROW} batches in a row with a non-finite loss",
                           out.stderr)
-            # it stopped there, not after the 3-minute budget (which skipped batches used to spend)
+            # it stopped there, not after the 3-minute budget (which skipped batches used to spend), and saved
+            # nothing: weights that overflow are not worth keeping
             self.assertEqual(out.stdout.count("non-finite loss, batch skipped"), train.MAX_NONFINITE_IN_ROW)
+            self.assertFalse(os.path.exists(os.path.join(d, "w.safetensors")))
 
     def test_loss_decreases_when_overfitting_a_batch(self):
         torch.manual_seed(1)
@@ -244,6 +246,17 @@ class TrainingTests(unittest.TestCase):
                     if k in params:
                         self.assertFalse(torch.equal(sa[k], sb[k]), k)  # the inputs really differ
                     torch.testing.assert_close(soup[k], 0.25 * sa[k] + 0.75 * sb[k], rtol=1e-6, atol=1e-7)
+            self.assertEqual(soup["dynamics.egnn.embedding.weight"].dtype, torch.float32)
+            # the shipped form (default --precision f16): all but the γ table halved, the configuration kept
+            half = os.path.join(d, "h.safetensors")
+            average_weights.main([pa, pb, "--out", half])
+            soup16, cfg16 = train.read_safetensors(half)
+            self.assertEqual(soup16["gamma.gamma"].dtype, torch.float32)
+            self.assertEqual(soup16["dynamics.egnn.embedding.weight"].dtype, torch.float16)
+            k = "dynamics.egnn.embedding.weight"
+            torch.testing.assert_close(soup16[k].float(), 0.5 * (sa[k] + sb[k]), rtol=2 ** -10, atol=1e-7)
+            self.assertEqual({k: v for k, v in cfg16.items() if k != "provenance"},
+                             {k: v for k, v in cfg.items() if k != "provenance"})
             # b continued from a: total compute is b's, not the sum
             prov = cfg["provenance"]
             self.assertEqual(prov["molecules_seen"], 160)
@@ -437,6 +450,12 @@ class DataTests(unittest.TestCase):
         summary = evaluate.over_bonded_summary(vs)
         self.assertEqual((summary["molecules"], summary["atoms"], summary["order_by_bond"]), (1, 1, {"C=O": 1}))
         self.assertNotIn("neighbours_by_bond", summary)
+
+    def test_evaluate_refuses_fewer_than_one_molecule(self):
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "training", "evaluate.py"), "--n", "0"],
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("--n 0: evaluate at least one molecule", out.stderr)
 
     def test_mcnemar_exact(self):
         import evaluate
