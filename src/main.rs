@@ -669,18 +669,22 @@ fn keep_freed_memory() -> bool {
     }
     const M_TRIM_THRESHOLD: c_int = -1;
     const M_MMAP_THRESHOLD: c_int = -3;
-    let tuned = |name: &str| std::env::var_os(name).is_some();
-    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-    if tuned("MALLOC_MMAP_THRESHOLD_")
-        || tuned("MALLOC_TRIM_THRESHOLD_")
-        || tunables.contains("glibc.malloc.")
-    {
+    if user_tunes_malloc() {
         return false;
     }
     // SAFETY: mallopt only changes allocator parameters and is thread-safe. 32 MiB is glibc's largest mmap
     // threshold on 64-bit; should it be refused (1 = accepted), the trim threshold is not set either, since
     // setting it alone would freeze the mmap threshold at 128 KiB.
     unsafe { mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1 }
+}
+
+/// Whether the environment sets glibc malloc's thresholds itself (old-style variables or `GLIBC_TUNABLES`).
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+fn user_tunes_malloc() -> bool {
+    ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."))
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
@@ -713,10 +717,6 @@ mod tests {
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
     fn glibc_accepts_the_malloc_settings() {
-        let user_tuned = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some())
-            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
-        assert_eq!(super::keep_freed_memory(), !user_tuned);
+        assert_eq!(super::keep_freed_memory(), !super::user_tunes_malloc());
     }
 }

@@ -24,21 +24,17 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train import git_commit, read_safetensors  # noqa: E402
+from train import git_commit, read_safetensors, write_weights  # noqa: E402
 
 COUNTERS = ("molecules_seen", "epochs", "steps", "cpu_hours", "gpu_minutes", "chunks")
-# configuration keys that must agree between inputs (provenance may differ)
-SHAPE_KEYS = ("nf", "n_layers", "diffusion_steps", "noise_schedule", "noise_precision", "normalize_factors",
-              "atom_types", "charges", "attention", "tanh", "inv_sublayers", "coords_range", "norm_constant",
-              "normalization_factor", "aggregation", "model", "format")
 
 
-def average(paths, coefficients=None):
+def average(paths, coefficients):
     """Returns (averaged float32 tensors, config of the first input, list of provenances). Raises ValueError naming
-    the first mismatch: configuration, tensor names, shapes, γ table or a non-finite value."""
+    the first mismatch: configuration (anything but the provenance), tensor names, shapes, γ table or a non-finite
+    value."""
     if len(paths) < 2:
         raise ValueError("need at least two weights files to average")
-    coefficients = coefficients or [1.0 / len(paths)] * len(paths)
     if len(coefficients) != len(paths) or any(c < 0 for c in coefficients) or abs(sum(coefficients) - 1) > 1e-6:
         raise ValueError(f"--weights-of needs {len(paths)} non-negative numbers summing to 1, got {coefficients}")
     acc, first_cfg, provs = None, None, []
@@ -51,9 +47,10 @@ def average(paths, coefficients=None):
                 raise ValueError(f"{path}: no γ table (`gamma.gamma`): not an EDM weights file")
             first_cfg, acc = cfg, {k: torch.zeros_like(v, dtype=torch.float32) for k, v in tensors.items()}
             gamma = tensors["gamma.gamma"]
-        for key in SHAPE_KEYS:
-            if cfg.get(key) != first_cfg.get(key):
-                raise ValueError(f"{path}: {key} = {cfg.get(key)!r}, but {paths[0]} has {first_cfg.get(key)!r}")
+        differ = sorted(k for k in set(cfg) | set(first_cfg) if k != "provenance" and cfg.get(k) != first_cfg.get(k))
+        if differ:
+            key = differ[0]
+            raise ValueError(f"{path}: {key} = {cfg.get(key)!r}, but {paths[0]} has {first_cfg.get(key)!r}")
         if set(tensors) != set(acc):
             extra = sorted(set(tensors) ^ set(acc))[:3]
             raise ValueError(f"{path}: tensor names differ from {paths[0]} (e.g. {extra})")
@@ -96,25 +93,14 @@ def main(argv=None):
     ap.add_argument("--weights-of", type=float, nargs="+", help="averaging coefficients (default: equal)")
     ap.add_argument("--precision", choices=["f16", "f32"], default="f16")
     args = ap.parse_args(argv)
-    from safetensors.torch import save_file
-
+    coefficients = args.weights_of or [1.0 / len(args.inputs)] * len(args.inputs)
     try:
-        acc, cfg, provs = average(args.inputs, args.weights_of)
+        acc, cfg, provs = average(args.inputs, coefficients)
     except (ValueError, OSError) as e:
         sys.exit(f"average_weights: {e}")
-    coefficients = args.weights_of or [1.0 / len(args.inputs)] * len(args.inputs)
     prov = combined_provenance(args.inputs, provs, coefficients)
-    if args.precision == "f16":
-        half = {k: v if k == "gamma.gamma" else v.half() for k, v in acc.items()}
-        if all(torch.isfinite(v).all() for v in half.values()):
-            acc = half
-        else:
-            print("a weight overflows float16: written as float32")
-    meta = {"equivariant": json.dumps(dict(cfg, provenance=prov), sort_keys=True, allow_nan=False)}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    save_file({k: v.contiguous() for k, v in acc.items()}, tmp, metadata=meta)
-    os.replace(tmp, args.out)
+    if not write_weights(args.out, acc, cfg, prov, args.precision):
+        sys.exit(f"average_weights: {args.out} not written")
     print(f"wrote {args.out}: average of {len(args.inputs)} files, {prov.get('epochs')} epochs of compute")
     print(json.dumps(prov["averaged_from"], indent=1))
 

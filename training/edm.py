@@ -174,8 +174,9 @@ def mean_free_noise(B, n, device, generator=None):
     return torch.cat([x, eps[..., 3:]], dim=-1)
 
 
-def config_metadata(nf, n_layers, T=1000, provenance=None):
-    cfg = {
+def config(nf, n_layers, T=1000, provenance=None):
+    """The `equivariant` metadata entry the crate reads: the model's configuration and the file's provenance."""
+    return {
         "format": "equivariant-edm/1",
         "model": "egnn_dynamics",
         "nf": nf,
@@ -196,7 +197,15 @@ def config_metadata(nf, n_layers, T=1000, provenance=None):
         "n_nodes_histogram": {str(k): v for k, v in N_NODES_HISTOGRAM.items()},
         "provenance": provenance or {},
     }
+
+
+def metadata(cfg):
+    """safetensors metadata holding cfg as strict JSON (the crate reads no NaN or infinity)."""
     return {"equivariant": json.dumps(cfg, sort_keys=True, allow_nan=False)}
+
+
+def config_metadata(nf, n_layers, T=1000, provenance=None):
+    return metadata(config(nf, n_layers, T, provenance))
 
 
 def count_params(model):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from edm import EnVariationalDiffusion, config_metadata, count_params, features, mean_free_noise  # noqa: E402
+from edm import EnVariationalDiffusion, config, count_params, features, mean_free_noise, metadata  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -152,12 +152,18 @@ def read_safetensors(path):
 
 
 def save_weights(path, ema, provenance, precision="f32"):
-    """Writes the EMA weights; with precision "f16" every tensor but the γ table (tiny, and the sampler's precision
-    hangs on it) is stored as float16, like `equivariant convert --f16` (all as float32 if a weight is too large for
-    float16). Refuses non-finite weights; leaves non-finite provenance values out."""
+    """Writes a model's (the EMA's) weights with its configuration; see write_weights."""
+    return write_weights(path, ema.state_dict(), config(ema.nf, ema.n_layers, ema.T), provenance, precision)
+
+
+def write_weights(path, state, cfg, provenance, precision="f32"):
+    """Writes tensors with the configuration cfg (its provenance replaced), atomically. With precision "f16" every
+    tensor but the γ table (tiny, and the sampler's precision hangs on it) is stored as float16, like `equivariant
+    convert --f16` (all as float32 if a weight is too large for float16). Refuses non-finite weights; leaves
+    non-finite provenance values out."""
     from safetensors.torch import save_file
 
-    sd = {k: v.detach().float().cpu().contiguous() for k, v in ema.state_dict().items()}
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
     if bad:
         log(f"NOT saving {path}: non-finite tensors {bad[:3]}")
@@ -176,7 +182,7 @@ def save_weights(path, ema, provenance, precision="f32"):
         provenance = {k: v for k, v in provenance.items() if k not in odd}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
-    save_file(sd, tmp, metadata=config_metadata(ema.nf, ema.n_layers, ema.T, provenance))
+    save_file(sd, tmp, metadata=metadata(dict(cfg, provenance=provenance)))
     os.replace(tmp, path)
     return True
 
@@ -384,6 +390,12 @@ def main():
         res = evaluate(m, data, val_ids, T, gamma, autocast, args.batch)
         log(f"{label}, valid, eps-MSE x/h by t): " + " ".join(f"t{k}={v[0]:.4f}/{v[1]:.4f}" for k, v in res.items()))
 
+    def lr_now():  # read at each step: the budget left moves on with the clock and the step count
+        left = max(0.0, (deadline - time.time()) / (deadline - t_start))
+        if args.max_steps:
+            left = min(left, 1 - step_in_run / args.max_steps)
+        return learning_rate(args.lr, step_in_run, args.warmup if fresh_opt else 0, args.lr_decay, left)
+
     seen = seen0
     done = False
     nonfinite_in_row = 0
@@ -407,12 +419,6 @@ def main():
                     break
                 continue
             nonfinite_in_row = 0
-            def lr_now():
-                left = max(0.0, (deadline - time.time()) / (deadline - t_start))
-                if args.max_steps:
-                    left = min(left, 1 - step_in_run / args.max_steps)
-                return learning_rate(args.lr, step_in_run, args.warmup if fresh_opt else 0, args.lr_decay, left)
-
             gnorm = optimizer_step(loss, opt, clip, params, lr_now)
             with torch.no_grad():
                 torch._foreach_lerp_(ema_params, params, 1 - args.ema)

@@ -267,7 +267,7 @@ class TrainingTests(unittest.TestCase):
             pc = os.path.join(d, "c.safetensors")
             train.save_weights(pc, c, {})
             with self.assertRaisesRegex(ValueError, "c.safetensors: nf"):
-                average_weights.average([pa, pc])
+                average_weights.average([pa, pc], [0.5, 0.5])
             tensors, _ = train.read_safetensors(pb)
             from safetensors.torch import save_file
 
@@ -275,12 +275,12 @@ class TrainingTests(unittest.TestCase):
             pg = os.path.join(d, "g.safetensors")
             save_file(tensors, pg, metadata=edm.config_metadata(8, 2))
             with self.assertRaisesRegex(ValueError, "γ table"):
-                average_weights.average([pa, pg])
+                average_weights.average([pa, pg], [0.5, 0.5])
             tensors["gamma.gamma"] = sa["gamma.gamma"].clone()
             tensors["dynamics.egnn.embedding.weight"][0, 0] = float("nan")
             save_file(tensors, pg, metadata=edm.config_metadata(8, 2))
             with self.assertRaisesRegex(ValueError, "non-finite"):
-                average_weights.average([pa, pg])
+                average_weights.average([pa, pg], [0.5, 0.5])
             with self.assertRaisesRegex(ValueError, "summing to 1"):
                 average_weights.average([pa, pb], [0.5, 0.6])
 
