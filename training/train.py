@@ -4,9 +4,10 @@
     python training/train.py --minutes 150                       # resume from weights/ and train 150 min
     python training/train.py --device cuda --minutes 8 --batch 256 --data qm9_compact.npz --out-dir $OUT
 
-Recipe (EDM's unless a flag says otherwise): ε-prediction, l2 loss normalised per molecule by 9·n, t uniform over
-{0..T} (at t = 0 only the x error trains, spec §2.5 step 6), AdamW, EDM's adaptive gradient clipping, EMA of the
-weights. Batches hold molecules of one atom count (no padding). bf16 autocast on CPU and CUDA (flag --no-bf16).
+Recipe (EDM's unless a flag says otherwise): ε-prediction, l2 loss normalised by 9·E[N_pad] (EDM's padded
+batch: every atom weighs the same), t uniform over {0..T} (at t = 0 only the x error trains, spec §2.5 step 6),
+AdamW with AMSGrad, EDM's adaptive gradient clipping, EMA of the weights. Batches hold molecules of one atom
+count (no padding). bf16 autocast on CPU and CUDA (flag --no-bf16).
 
 Resuming: `--resume` names a safetensors file written by this script (or converted from the original EDM); its
 EMA weights seed both the trained model and the EMA (fresh optimizer), and its provenance counters continue.
@@ -26,7 +27,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from edm import EnVariationalDiffusion, config, count_params, features, mean_free_noise, metadata  # noqa: E402
+from edm import (N_NODES_HISTOGRAM, EnVariationalDiffusion, config, count_params, features,  # noqa: E402
+                 mean_free_noise, metadata)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -85,8 +87,24 @@ class Data:
         return torch.cat([x, features(self.typ[idx])], dim=-1)  # [B,n,9]
 
 
-def diffusion_loss(model, xh, t_int, gamma, T, autocast):
-    """0.5·mean((ε − ε̂)²) per molecule (spec §2.5), averaged over the batch. Returns (loss, per-molecule x, h mse)."""
+def expected_n_pad(batch, histogram=N_NODES_HISTOGRAM):
+    """E[N_pad]: the expected largest atom count in a minibatch of `batch` molecules drawn from QM9's training
+    histogram, which is what EDM's padded batches divide the error by (spec §2.5 step 4).
+    E[max] = Σ_k P(max ≥ k) = Σ_k (1 − F(k−1)^batch), F the cumulative share of molecules with ≤ k atoms."""
+    total = sum(histogram.values())
+    sizes = sorted(histogram)
+    e, below = float(sizes[0]), 0.0
+    for lo, hi in zip(sizes, sizes[1:]):
+        below += histogram[lo] / total
+        e += (hi - lo) * (1.0 - below ** batch)
+    return e
+
+
+def diffusion_loss(model, xh, t_int, gamma, T, autocast, n_pad=None):
+    """0.5·Σ(ε − ε̂)² / (9·N_pad) per molecule (spec §2.5), averaged over the batch. Our batches hold molecules
+    of one size and no padding, so N_pad, EDM's padded node count, is a constant (expected_n_pad): every atom of
+    every molecule weighs the same, as in EDM. n_pad=None divides by each molecule's own 9·n instead (every
+    molecule weighs the same: the recipe of sessions 1-11). Returns (loss, per-molecule x mse, h mse)."""
     B, n, _ = xh.shape
     g = gamma[t_int][:, None, None]
     alpha, sigma = torch.sqrt(torch.sigmoid(-g)), torch.sqrt(torch.sigmoid(g))
@@ -97,8 +115,20 @@ def diffusion_loss(model, xh, t_int, gamma, T, autocast):
     err = (eps - pred.float()) ** 2
     ex = err[..., :3].sum(dim=(1, 2))
     eh = err[..., 3:].sum(dim=(1, 2)) * (t_int != 0).float()  # at t=0 EDM's h term has no network gradient
-    per_mol = 0.5 * (ex + eh) / (9 * n)
+    per_mol = 0.5 * (ex + eh) / (9 * (n if n_pad is None else n_pad))
     return per_mol.mean(), err[..., :3].mean(dim=(1, 2)), err[..., 3:].mean(dim=(1, 2))
+
+
+def set_amsgrad(opt, on):
+    """Switch AMSGrad (EDM's AdamW(amsgrad=True), spec §2.5) on or off, also in an optimizer state loaded from a
+    checkpoint written without it: load_state_dict restores the saved flag, and a state without the running
+    maximum of the second moment starts it from the current second moment."""
+    for g in opt.param_groups:
+        g["amsgrad"] = on
+        for p in g["params"]:
+            st = opt.state.get(p)
+            if on and st and "exp_avg_sq" in st and "max_exp_avg_sq" not in st:
+                st["max_exp_avg_sq"] = st["exp_avg_sq"].clone()
 
 
 def trained(m):
@@ -247,6 +277,12 @@ def main():
                     help="fraction of molecules whose t is drawn from {0..--t-low-max} instead of {0..T} "
                          "(0 = EDM's uniform t; an experiment to train the low-noise end, where bonds are set)")
     ap.add_argument("--t-low-max", type=int, default=100)
+    ap.add_argument("--loss-norm", choices=["atom", "molecule"], default="atom",
+                    help="'atom': divide each molecule's squared error by 9·E[N_pad], EDM's padded batch size "
+                         "(spec §2.5: every atom weighs the same); 'molecule': by its own 9·n (every molecule "
+                         "weighs the same, small ones more per atom: the recipe up to session 11)")
+    ap.add_argument("--no-amsgrad", action="store_true",
+                    help="plain AdamW instead of EDM's AMSGrad variant (the recipe up to session 11)")
     ap.add_argument("--lr-decay", action="store_true",
                     help="after warm-up, decay the learning rate linearly over the --minutes budget to 5 %% of --lr "
                          "(a fine-tuning chunk that ends at a low learning rate)")
@@ -320,6 +356,7 @@ def main():
         slow_path = out_path.replace(".safetensors", f".ema{args.ema_slow:g}.safetensors")
     for g in opt.param_groups:
         g["lr"] = args.lr
+    set_amsgrad(opt, not args.no_amsgrad)
 
     data = Data(args.data, dev)
     train_ids = data.split["train"]
@@ -343,10 +380,13 @@ def main():
     cpu_start = time.process_time()  # CPU seconds of all this process's threads: what training actually got
     # fixed for the whole chunk, so read once: the tree may move on while it runs
     code_commit = git_commit()
-    lr = f"AdamW lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "")
+    lr = f"AdamW{'' if args.no_amsgrad else ' (AMSGrad)'} lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "")
     t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
+    n_pad = expected_n_pad(args.batch) if args.loss_norm == "atom" else None
+    norm = f"error / (9·{n_pad:.2f}), EDM's E[N_pad]" if n_pad else "error / (9·n) per molecule"
+
     def recipe(ema_decay):
-        return f"{lr}, batch {args.batch} grouped by atom count, EMA {ema_decay}, {t_draw}, bf16 {use_bf16}"
+        return f"{lr}, batch {args.batch} grouped by atom count, EMA {ema_decay}, {t_draw}, {norm}, bf16 {use_bf16}"
     deadline = t_start + args.minutes * 60
     last_save = last_eval = t_start
     seen0, step_in_run = prov["molecules_seen"], 0
@@ -409,7 +449,7 @@ def main():
             if args.t_low_frac > 0:
                 low = torch.rand(len(ids), device=dev) < args.t_low_frac
                 t_int = torch.where(low, torch.randint(0, args.t_low_max + 1, (len(ids),), device=dev), t_int)
-            loss, _, _ = diffusion_loss(step_model, xh, t_int, gamma, T, autocast)
+            loss, _, _ = diffusion_loss(step_model, xh, t_int, gamma, T, autocast, n_pad)
             if not torch.isfinite(loss):
                 nonfinite_in_row += 1
                 log("non-finite loss, batch skipped")

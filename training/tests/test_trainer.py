@@ -107,6 +107,10 @@ class TrainingTests(unittest.TestCase):
             fast, cfg_fast = train.read_safetensors(os.path.join(d, "w.safetensors"))
             slow, cfg_slow = train.read_safetensors(os.path.join(d, "w.ema0.999.safetensors"))
             self.assertIn("EMA 0.9,", cfg_fast["provenance"]["recipe"])
+            # the spec's loss normalisation and AMSGrad by default, recorded with the weights
+            recipe = cfg_fast["provenance"]["recipe"]
+            self.assertIn(f"error / (9·{train.expected_n_pad(4):.2f}), EDM's E[N_pad]", recipe)
+            self.assertIn("AdamW (AMSGrad) lr 0.01", recipe)
             self.assertIn("EMA 0.999,", cfg_slow["provenance"]["recipe"])
             self.assertEqual(cfg_slow["provenance"]["steps"], 60)
             # a sanity check of the CPU time the process got (one thread): above 0 and within the run's wall time
@@ -188,6 +192,77 @@ class TrainingTests(unittest.TestCase):
             opt.step()
             losses.append(float(loss))
         self.assertLess(np.mean(losses[-5:]), 0.5 * np.mean(losses[:5]), losses[::10])
+
+    def test_expected_padded_size_is_the_mean_largest_molecule_of_a_batch(self):
+        # one molecule per batch: its expected size; QM9's mean atom count is 18.03
+        self.assertAlmostEqual(train.expected_n_pad(1), 18.03097, places=5)
+        # two sizes, equally common: a batch of two holds a 4 unless both are 2 (1 in 4), so E[max] = 3.5
+        self.assertAlmostEqual(train.expected_n_pad(2, {2: 1, 4: 1}), 3.5)
+        self.assertEqual(train.expected_n_pad(64, {7: 10}), 7.0)
+        sizes = [train.expected_n_pad(b) for b in (1, 8, 64, 512, 100000)]
+        self.assertEqual(sizes, sorted(sizes))  # larger batches pad to larger molecules...
+        self.assertLess(sizes[-1], 29.0 + 1e-9)  # ...but never beyond QM9's largest (29 atoms)
+        self.assertGreater(sizes[-1], 28.99)
+        # a random EDM batch of 64 by simulation from the same histogram
+        rng = np.random.default_rng(0)
+        keys = np.array(list(edm.N_NODES_HISTOGRAM))
+        probs = np.array(list(edm.N_NODES_HISTOGRAM.values()), float)
+        draws = rng.choice(keys, size=(20000, 64), p=probs / probs.sum()).max(axis=1)
+        self.assertAlmostEqual(float(draws.mean()), train.expected_n_pad(64), delta=0.05)
+
+    def test_loss_divides_by_the_padded_size_not_each_molecules_own(self):
+        torch.manual_seed(1)
+        m = edm.EnVariationalDiffusion(16, 2)
+        types = torch.randint(0, 5, (4, 9))
+        x = torch.randn(4, 9, 3)
+        xh = torch.cat([x - x.mean(1, keepdim=True), edm.features(types)], -1)
+        gamma = m.gamma.gamma.detach()
+        t_int = torch.tensor([0, 10, 500, 1000])
+
+        def autocast():
+            return torch.autocast("cpu", enabled=False)
+
+        torch.manual_seed(7)
+        per_atom, ex, eh = train.diffusion_loss(m, xh, t_int, gamma, 1000, autocast, n_pad=24.5)
+        torch.manual_seed(7)  # the same noise
+        per_molecule, ex2, eh2 = train.diffusion_loss(m, xh, t_int, gamma, 1000, autocast)
+        self.assertTrue(torch.equal(ex, ex2) and torch.equal(eh, eh2))
+        self.assertGreater(float(per_molecule), 0.0)
+        # same squared error, divided by 9·24.5 instead of 9·9 (these molecules have 9 atoms)
+        self.assertAlmostEqual(float(per_atom) / float(per_molecule), 9 / 24.5, places=5)
+        # and by hand: 0.5·Σ(x error + h error except at t = 0) / (9·N_pad), averaged over the batch
+        by_hand = 0.5 * (ex * 27 + eh * 54 * (t_int != 0)).sum() / (9 * 24.5) / 4
+        self.assertAlmostEqual(float(per_atom), float(by_hand), places=5)
+
+    def test_amsgrad_switches_on_in_a_state_saved_without_it(self):
+        torch.manual_seed(2)
+        w = torch.nn.Parameter(torch.randn(5))
+        plain = torch.optim.AdamW([w], lr=1e-2, weight_decay=1e-12)
+        for _ in range(3):
+            plain.zero_grad()
+            (w ** 2).sum().backward()
+            plain.step()
+        saved = plain.state_dict()
+        again = torch.optim.AdamW([w], lr=1e-2, weight_decay=1e-12, amsgrad=True)
+        again.load_state_dict(saved)
+        self.assertFalse(again.param_groups[0]["amsgrad"])  # what load_state_dict brings back: the saved flag
+        train.set_amsgrad(again, True)
+        self.assertTrue(again.param_groups[0]["amsgrad"])
+        st = again.state[w]
+        self.assertTrue(torch.equal(st["max_exp_avg_sq"], st["exp_avg_sq"]))
+        before = st["max_exp_avg_sq"].clone()
+        again.zero_grad()
+        (100 * w ** 2).sum().backward()  # a larger gradient: the running maximum must follow it up
+        again.step()
+        self.assertTrue(bool((st["max_exp_avg_sq"] > before).all()))
+        self.assertTrue(torch.equal(st["max_exp_avg_sq"], torch.maximum(before, st["exp_avg_sq"])))
+        # an empty (fresh) optimizer is switched too, and torch starts the maximum itself
+        fresh = torch.optim.AdamW([w], lr=1e-2)
+        train.set_amsgrad(fresh, True)
+        fresh.zero_grad()
+        (w ** 2).sum().backward()
+        fresh.step()
+        self.assertIn("max_exp_avg_sq", fresh.state[w])
 
     def test_export_round_trip_and_refuses_non_finite(self):
         m = edm.EnVariationalDiffusion(8, 2)
