@@ -174,7 +174,8 @@ def paired(mols, vs, other_path):
 
 def write_data_reference(path, n, seed, data=os.path.join(HERE, "data", "qm9_compact.npz")):
     """Write n molecules of the QM9 test split (seeded choice) as XYZ: the protocol's ceiling on real molecules
-    (the EDM paper reports 99.0 / 95.2 / 97.7 for the data), and the yardstick for `over_bonded`."""
+    (the EDM paper reports 99.0 / 95.2 / 97.7 for the data), and the yardstick for `over_bonded`. Returns how many
+    were written: all of the test split when n asks for more."""
     d = np.load(data)
     ids = np.random.default_rng(seed).permutation(d["test"])[:n]
     with open(path, "w") as fh:
@@ -183,6 +184,7 @@ def write_data_reference(path, n, seed, data=os.path.join(HERE, "data", "qm9_com
             fh.write(f"{hi - lo}\nQM9 molecule {d['index'][m]}\n")
             for t, (x, y, z) in zip(d["types"][lo:hi], d["positions"][lo:hi]):
                 fh.write(f"{ELEMENTS[t]} {x:.6f} {y:.6f} {z:.6f}\n")
+    return len(ids)
 
 
 def main():
@@ -215,6 +217,8 @@ def main():
         ap.error("--keep names where to keep new samples; --samples evaluates a file that is already kept")
     if args.n is not None and args.n < 1:
         ap.error(f"--n {args.n}: evaluate at least one molecule")
+    if args.data_reference < 0:
+        ap.error(f"--data-reference {args.data_reference}: evaluate at least one molecule")
 
     if not os.path.exists(args.binary):
         subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
@@ -222,8 +226,8 @@ def main():
     n, seed, steps, sample_s = 1000 if args.n is None else args.n, args.seed, args.steps, None
     if args.data_reference:
         out = args.keep or os.path.join(tempfile.mkdtemp(), "qm9_test.xyz")
-        write_data_reference(out, args.data_reference, seed)
-        n, steps, source = args.data_reference, None, f"QM9 test split, {args.data_reference} molecules (seed {seed})"
+        n = write_data_reference(out, args.data_reference, seed)  # fewer if the test split is smaller
+        steps, source = None, f"QM9 test split, {n} molecules (seed {seed})"
     elif args.samples:
         out, source = args.samples, args.samples
     else:

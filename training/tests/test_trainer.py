@@ -531,6 +531,11 @@ class DataTests(unittest.TestCase):
                              capture_output=True, text=True, timeout=120)
         self.assertEqual(out.returncode, 2)
         self.assertIn("--n 0: evaluate at least one molecule", out.stderr)
+        # a negative count used to slice the test split from its end: all but the last 5 molecules
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "training", "evaluate.py"), "--data-reference",
+                              "-5"], capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("--data-reference -5: evaluate at least one molecule", out.stderr)
 
     def test_mcnemar_exact(self):
         import evaluate
@@ -581,7 +586,8 @@ class DataTests(unittest.TestCase):
             npz, xyz = os.path.join(d, "q.npz"), os.path.join(d, "q.xyz")
             np.savez(npz, positions=pos, types=types, offsets=offsets, index=np.array([11, 12, 13]),
                      train=np.array([1]), valid=np.array([], dtype=np.int64), test=np.array([0, 2]))
-            evaluate.write_data_reference(xyz, 5, seed=1, data=npz)
+            # asked for 5, the split holds 2: both are written and the count says so (it is the rates' denominator)
+            self.assertEqual(evaluate.write_data_reference(xyz, 5, seed=1, data=npz), 2)
             mols = evaluate.read_xyz(xyz)
             # one molecule: the seeded choice among the test split's two
             first = np.random.default_rng(7).permutation([0, 2])[0]
