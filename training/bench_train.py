@@ -20,7 +20,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from edm import EnVariationalDiffusion  # noqa: E402
-from train import Data, GradClipper, add_model_args, diffusion_loss, optimizer_step, trained  # noqa: E402
+from train import (Data, GradClipper, add_model_args, diffusion_loss, edm_divisors, optimizer_step,  # noqa: E402
+                   trained)
 
 
 def main():
@@ -44,7 +45,8 @@ def main():
     model = EnVariationalDiffusion(args.nf, args.layers).to(dev)
     gamma, T = model.gamma.gamma.detach(), model.T
     params = trained(model)
-    opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-12)
+    opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-12, amsgrad=True)  # as train.py's default
+    divisors = edm_divisors(args.batch)
     clip = GradClipper()
     modes = {"eager": model, "compiled": torch.compile(model, dynamic=True)}
 
@@ -54,7 +56,7 @@ def main():
     def step(m, ids):
         xh = data.gather(ids)
         t_int = torch.randint(0, T + 1, (len(ids),), device=dev)
-        loss, _, _ = diffusion_loss(m, xh, t_int, gamma, T, autocast)
+        loss, _, _ = diffusion_loss(m, xh, t_int, gamma, T, autocast, divisors, args.batch)
         optimizer_step(loss, opt, clip, params)
         return len(ids)
 

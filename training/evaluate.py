@@ -227,7 +227,8 @@ def main():
     if args.data_reference:
         out = args.keep or os.path.join(tempfile.mkdtemp(), "qm9_test.xyz")
         n = write_data_reference(out, args.data_reference, seed)  # fewer if the test split is smaller
-        steps, source = None, f"QM9 test split, {n} molecules (seed {seed})"
+        steps, source = None, f"QM9 test split, {n} molecules (seed {seed})" + (
+            f", of {args.data_reference} asked: the split holds no more" if n < args.data_reference else "")
     elif args.samples:
         out, source = args.samples, args.samples
     else:

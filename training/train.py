@@ -4,8 +4,8 @@
     python training/train.py --minutes 150                       # resume from weights/ and train 150 min
     python training/train.py --device cuda --minutes 8 --batch 256 --data qm9_compact.npz --out-dir $OUT
 
-Recipe (EDM's unless a flag says otherwise): ε-prediction, l2 loss normalised by 9·E[N_pad] (EDM's padded
-batch: every atom weighs the same), t uniform over {0..T} (at t = 0 only the x error trains, spec §2.5 step 6),
+Recipe (EDM's unless a flag says otherwise): ε-prediction, l2 loss normalised by 9·N_pad as EDM's padded
+batches give it in expectation, t uniform over {0..T} (at t = 0 only the x error trains, spec §2.5 step 6),
 AdamW with AMSGrad, EDM's adaptive gradient clipping, EMA of the weights. Batches hold molecules of one atom
 count (no padding). bf16 autocast on CPU and CUDA (flag --no-bf16).
 
@@ -87,24 +87,36 @@ class Data:
         return torch.cat([x, features(self.typ[idx])], dim=-1)  # [B,n,9]
 
 
-def expected_n_pad(batch, histogram=N_NODES_HISTOGRAM):
-    """E[N_pad]: the expected largest atom count in a minibatch of `batch` molecules drawn from QM9's training
-    histogram, which is what EDM's padded batches divide the error by (spec §2.5 step 4).
-    E[max] = Σ_k P(max ≥ k) = Σ_k (1 − F(k−1)^batch), F the cumulative share of molecules with ≤ k atoms."""
+def edm_divisors(batch, histogram=N_NODES_HISTOGRAM):
+    """{n: 1 / E[1/N_pad | a molecule of n atoms is in the minibatch]}: EDM divides each molecule's squared error by
+    9·N_pad, N_pad the largest atom count of its padded minibatch of `batch` molecules (spec §2.5 step 4), so a
+    molecule of n atoms gets weight E[1/max(n, M)], M the largest of the other batch − 1 molecules drawn from
+    QM9's histogram (P(M ≤ k) = F(k)^(batch−1), F the share with ≤ k atoms). Our batches hold one size and no
+    padding; dividing by 9 times this divisor gives every molecule EDM's expected weight: for batches of 64,
+    24.78 up to 23 atoms, then 24.87, 25.4, 27.0 and 29 for the largest. Batch 1 gives n itself."""
     total = sum(histogram.values())
     sizes = sorted(histogram)
-    e, below = float(sizes[0]), 0.0
-    for lo, hi in zip(sizes, sizes[1:]):
-        below += histogram[lo] / total
-        e += (hi - lo) * (1.0 - below ** batch)
-    return e
+    cum, acc = [], 0.0
+    for k in sizes:
+        acc += histogram[k] / total
+        cum.append(min(acc, 1.0) ** (batch - 1))  # P(M ≤ k)
+    out = {}
+    for n in sizes:
+        prev, e = 0.0, 0.0
+        for k, c in zip(sizes, cum):
+            e += (c - prev) / max(n, k)
+            prev = c
+        out[n] = 1.0 / e
+    return out
 
 
-def diffusion_loss(model, xh, t_int, gamma, T, autocast, n_pad=None):
-    """0.5·Σ(ε − ε̂)² / (9·N_pad) per molecule (spec §2.5), averaged over the batch. Our batches hold molecules
-    of one size and no padding, so N_pad, EDM's padded node count, is a constant (expected_n_pad): every atom of
-    every molecule weighs the same, as in EDM. n_pad=None divides by each molecule's own 9·n instead (every
-    molecule weighs the same: the recipe of sessions 1-11). Returns (loss, per-molecule x mse, h mse)."""
+def diffusion_loss(model, xh, t_int, gamma, T, autocast, divisors=None, batch=None):
+    """0.5·Σ(ε − ε̂)² / (9·N_pad) per molecule (spec §2.5) with N_pad from `divisors` (edm_divisors: EDM's expected
+    weight for this atom count), summed over the batch and divided by the nominal batch size `batch`, so that the
+    last, short batch of a size weighs per molecule what a full one does: every molecule weighs what it does in
+    EDM's training, in expectation. divisors=None divides by each molecule's own 9·n and averages over the
+    batch's molecules (every batch weighs the same: the recipe of sessions 1-11).
+    Returns (loss, per-molecule x mse, h mse)."""
     B, n, _ = xh.shape
     g = gamma[t_int][:, None, None]
     alpha, sigma = torch.sqrt(torch.sigmoid(-g)), torch.sqrt(torch.sigmoid(g))
@@ -115,8 +127,11 @@ def diffusion_loss(model, xh, t_int, gamma, T, autocast, n_pad=None):
     err = (eps - pred.float()) ** 2
     ex = err[..., :3].sum(dim=(1, 2))
     eh = err[..., 3:].sum(dim=(1, 2)) * (t_int != 0).float()  # at t=0 EDM's h term has no network gradient
-    per_mol = 0.5 * (ex + eh) / (9 * (n if n_pad is None else n_pad))
-    return per_mol.mean(), err[..., :3].mean(dim=(1, 2)), err[..., 3:].mean(dim=(1, 2))
+    if divisors is None:
+        loss = (0.5 * (ex + eh) / (9 * n)).mean()
+    else:
+        loss = (0.5 * (ex + eh) / (9 * divisors[n])).sum() / (batch or B)
+    return loss, err[..., :3].mean(dim=(1, 2)), err[..., 3:].mean(dim=(1, 2))
 
 
 def set_amsgrad(opt, on):
@@ -278,9 +293,11 @@ def main():
                          "(0 = EDM's uniform t; an experiment to train the low-noise end, where bonds are set)")
     ap.add_argument("--t-low-max", type=int, default=100)
     ap.add_argument("--loss-norm", choices=["atom", "molecule"], default="atom",
-                    help="'atom': divide each molecule's squared error by 9·E[N_pad], EDM's padded batch size "
-                         "(spec §2.5: every atom weighs the same); 'molecule': by its own 9·n (every molecule "
-                         "weighs the same, small ones more per atom: the recipe up to session 11)")
+                    help="'atom': divide each molecule's squared error by 9·N_pad, EDM's padded batch size, as "
+                         "EDM's batches give it in expectation (spec §2.5: about every atom weighs the same); "
+                         "'molecule': by its own 9·n, averaged per batch (every batch weighs the same, small "
+                         "molecules more per atom: the recipe up to session 11). A checkpoint trained with the "
+                         "other one is resumed with a fresh optimizer")
     ap.add_argument("--no-amsgrad", action="store_true",
                     help="plain AdamW instead of EDM's AMSGrad variant (the recipe up to session 11)")
     ap.add_argument("--lr-decay", action="store_true",
@@ -324,17 +341,24 @@ def main():
     prov = {"molecules_seen": 0, "epochs": 0.0, "cpu_hours": 0.0, "gpu_minutes": 0.0, "steps": 0, "chunks": 0}
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-12)
     fresh_opt = True
+    from_ckpt = False  # model, EMA and provenance from the full checkpoint (its optimizer too, unless fresh_opt)
     if os.path.exists(ckpt_path) and resume != "none":
         ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
         if ck["provenance"]["molecules_seen"] >= read_safetensors(resume)[1].get("provenance", {}).get(
                 "molecules_seen", 0):
             model.load_state_dict(ck["model"])
             ema.load_state_dict(ck["ema"])
-            opt.load_state_dict(ck["opt"])
             prov = ck["provenance"]
-            fresh_opt = False
-            log(f"resumed full checkpoint {ckpt_path}")
-    if fresh_opt and resume != "none":
+            from_ckpt = True
+            was = ck.get("args", {}).get("loss_norm", "molecule")
+            if was == args.loss_norm:
+                opt.load_state_dict(ck["opt"])
+                fresh_opt = False
+                log(f"resumed full checkpoint {ckpt_path}")
+            else:  # its moment estimates belong to another loss scale, which AMSGrad's maximum would keep
+                log(f"resumed full checkpoint {ckpt_path} with a fresh optimizer: it was trained with "
+                    f"--loss-norm {was}, this run uses {args.loss_norm}")
+    if not from_ckpt and resume != "none":
         tensors, cfg = read_safetensors(resume)
         if cfg and (cfg.get("nf"), cfg.get("n_layers")) != (args.nf, args.layers):
             sys.exit(f"{resume} is {cfg.get('n_layers')}x{cfg.get('nf')}, asked for {args.layers}x{args.nf}")
@@ -342,7 +366,7 @@ def main():
         ema.load_state_dict(tensors)
         prov.update({k: v for k, v in cfg.get("provenance", {}).items() if k in prov})
         log(f"resumed EMA weights {resume} (fresh optimizer)")
-    elif fresh_opt:
+    elif not from_ckpt:
         ema.load_state_dict(model.state_dict())
         log("training from scratch")
     for p in ema.parameters():
@@ -350,7 +374,7 @@ def main():
     slow = slow_path = None
     if args.ema_slow:
         slow = EnVariationalDiffusion(args.nf, args.layers).to(dev)
-        slow.load_state_dict(ck["ema_slow"] if not fresh_opt and "ema_slow" in ck else ema.state_dict())
+        slow.load_state_dict(ck["ema_slow"] if from_ckpt and "ema_slow" in ck else ema.state_dict())
         for p in slow.parameters():
             p.requires_grad_(False)
         slow_path = out_path.replace(".safetensors", f".ema{args.ema_slow:g}.safetensors")
@@ -382,8 +406,9 @@ def main():
     code_commit = git_commit()
     lr = f"AdamW{'' if args.no_amsgrad else ' (AMSGrad)'} lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "")
     t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
-    n_pad = expected_n_pad(args.batch) if args.loss_norm == "atom" else None
-    norm = f"error / (9·{n_pad:.2f}), EDM's E[N_pad]" if n_pad else "error / (9·n) per molecule"
+    divisors = edm_divisors(args.batch) if args.loss_norm == "atom" else None
+    norm = (f"error / (9·N_pad) in EDM's expectation (N_pad {divisors[18]:.2f} at 18 atoms, {divisors[29]:.2f} at 29)"
+            if divisors else "error / (9·n), mean per batch")
 
     def recipe(ema_decay):
         return f"{lr}, batch {args.batch} grouped by atom count, EMA {ema_decay}, {t_draw}, {norm}, bf16 {use_bf16}"
@@ -449,7 +474,7 @@ def main():
             if args.t_low_frac > 0:
                 low = torch.rand(len(ids), device=dev) < args.t_low_frac
                 t_int = torch.where(low, torch.randint(0, args.t_low_max + 1, (len(ids),), device=dev), t_int)
-            loss, _, _ = diffusion_loss(step_model, xh, t_int, gamma, T, autocast, n_pad)
+            loss, _, _ = diffusion_loss(step_model, xh, t_int, gamma, T, autocast, divisors, args.batch)
             if not torch.isfinite(loss):
                 nonfinite_in_row += 1
                 log("non-finite loss, batch skipped")

@@ -109,7 +109,8 @@ class TrainingTests(unittest.TestCase):
             self.assertIn("EMA 0.9,", cfg_fast["provenance"]["recipe"])
             # the spec's loss normalisation and AMSGrad by default, recorded with the weights
             recipe = cfg_fast["provenance"]["recipe"]
-            self.assertIn(f"error / (9·{train.expected_n_pad(4):.2f}), EDM's E[N_pad]", recipe)
+            self.assertIn(f"error / (9·N_pad) in EDM's expectation (N_pad {train.edm_divisors(4)[18]:.2f} at 18",
+                          recipe)
             self.assertIn("AdamW (AMSGrad) lr 0.01", recipe)
             self.assertIn("EMA 0.999,", cfg_slow["provenance"]["recipe"])
             self.assertEqual(cfg_slow["provenance"]["steps"], 60)
@@ -125,12 +126,17 @@ class TrainingTests(unittest.TestCase):
             self.assertLess(moved(slow), 0.5 * moved(fast))
             ck = torch.load(os.path.join(d, "w.pt"), weights_only=False)
             self.assertIn("ema_slow", ck)
-            out = subprocess.run(cmd + ["--resume", start, "--max-steps", "30"], capture_output=True, text=True,
-                                 timeout=300)
+            # resumed with the old recipe's loss and optimizer: the weights continue, the optimizer starts afresh
+            # (its moment estimates belong to the other loss scale)
+            out = subprocess.run(cmd + ["--resume", start, "--max-steps", "30", "--loss-norm", "molecule",
+                                        "--no-amsgrad"], capture_output=True, text=True, timeout=300)
             self.assertEqual(out.returncode, 0, out.stderr[-2000:])
             self.assertIn("resumed full checkpoint", out.stdout)
+            self.assertIn("with a fresh optimizer: it was trained with --loss-norm atom", out.stdout)
             again, cfg_again = train.read_safetensors(os.path.join(d, "w.ema0.999.safetensors"))
             self.assertEqual(cfg_again["provenance"]["steps"], 90)
+            self.assertIn("AdamW lr 0.01", cfg_again["provenance"]["recipe"])
+            self.assertIn("error / (9·n), mean per batch", cfg_again["provenance"]["recipe"])
             # continued from the checkpoint's slow average, not restarted from the (much further) fast EMA
             self.assertLess(moved(again), 0.5 * moved(fast))
             self.assertGreater(sum(float((again[k] - slow[k]).norm()) for k in init), 0.0)
@@ -193,22 +199,25 @@ class TrainingTests(unittest.TestCase):
             losses.append(float(loss))
         self.assertLess(np.mean(losses[-5:]), 0.5 * np.mean(losses[:5]), losses[::10])
 
-    def test_expected_padded_size_is_the_mean_largest_molecule_of_a_batch(self):
-        # one molecule per batch: its expected size; QM9's mean atom count is 18.03
-        self.assertAlmostEqual(train.expected_n_pad(1), 18.03097, places=5)
-        # two sizes, equally common: a batch of two holds a 4 unless both are 2 (1 in 4), so E[max] = 3.5
-        self.assertAlmostEqual(train.expected_n_pad(2, {2: 1, 4: 1}), 3.5)
-        self.assertEqual(train.expected_n_pad(64, {7: 10}), 7.0)
-        sizes = [train.expected_n_pad(b) for b in (1, 8, 64, 512, 100000)]
-        self.assertEqual(sizes, sorted(sizes))  # larger batches pad to larger molecules...
-        self.assertLess(sizes[-1], 29.0 + 1e-9)  # ...but never beyond QM9's largest (29 atoms)
-        self.assertGreater(sizes[-1], 28.99)
-        # a random EDM batch of 64 by simulation from the same histogram
+    def test_edm_divisors_are_the_padded_sizes_edm_divides_by_in_expectation(self):
+        # one molecule per batch: no padding, each molecule divides by its own size
+        self.assertEqual(train.edm_divisors(1), {n: float(n) for n in edm.N_NODES_HISTOGRAM})
+        # two sizes, equally common, batches of two: a 2-atom molecule pads to 2 or 4 (1/E[1/N_pad] = 8/3),
+        # a 4-atom one always to 4
+        d = train.edm_divisors(2, {2: 1, 4: 1})
+        self.assertAlmostEqual(d[2], 8 / 3)
+        self.assertAlmostEqual(d[4], 4.0)
+        d = train.edm_divisors(64)
+        self.assertEqual(d[29], 29.0)  # QM9's largest molecule is its own batch's largest
+        self.assertEqual([d[n] for n in sorted(d)], sorted(d.values()))  # larger molecules never divide by less
+        # EDM's batches of 64 by simulation from the same histogram: E[1/N_pad] for the molecules of 18 and 25 atoms
         rng = np.random.default_rng(0)
         keys = np.array(list(edm.N_NODES_HISTOGRAM))
         probs = np.array(list(edm.N_NODES_HISTOGRAM.values()), float)
-        draws = rng.choice(keys, size=(20000, 64), p=probs / probs.sum()).max(axis=1)
-        self.assertAlmostEqual(float(draws.mean()), train.expected_n_pad(64), delta=0.05)
+        draws = rng.choice(keys, size=(40000, 64), p=probs / probs.sum())
+        pad = draws.max(axis=1, keepdims=True).repeat(64, axis=1)
+        for n in (18, 25):
+            self.assertAlmostEqual(1 / float((1 / pad[draws == n]).mean()), d[n], delta=0.02 * d[n])
 
     def test_loss_divides_by_the_padded_size_not_each_molecules_own(self):
         torch.manual_seed(1)
@@ -222,17 +231,21 @@ class TrainingTests(unittest.TestCase):
         def autocast():
             return torch.autocast("cpu", enabled=False)
 
-        torch.manual_seed(7)
-        per_atom, ex, eh = train.diffusion_loss(m, xh, t_int, gamma, 1000, autocast, n_pad=24.5)
-        torch.manual_seed(7)  # the same noise
-        per_molecule, ex2, eh2 = train.diffusion_loss(m, xh, t_int, gamma, 1000, autocast)
+        def loss(*args):
+            torch.manual_seed(7)  # the same noise each time
+            return train.diffusion_loss(m, xh, t_int, gamma, 1000, autocast, *args)
+
+        per_atom, ex, eh = loss({9: 24.5}, 4)
+        per_molecule, ex2, eh2 = loss()
         self.assertTrue(torch.equal(ex, ex2) and torch.equal(eh, eh2))
         self.assertGreater(float(per_molecule), 0.0)
         # same squared error, divided by 9·24.5 instead of 9·9 (these molecules have 9 atoms)
         self.assertAlmostEqual(float(per_atom) / float(per_molecule), 9 / 24.5, places=5)
-        # and by hand: 0.5·Σ(x error + h error except at t = 0) / (9·N_pad), averaged over the batch
+        # and by hand: 0.5·Σ(x error + h error except at t = 0) / (9·N_pad), summed, over the nominal batch
         by_hand = 0.5 * (ex * 27 + eh * 54 * (t_int != 0)).sum() / (9 * 24.5) / 4
         self.assertAlmostEqual(float(per_atom), float(by_hand), places=5)
+        # a short batch (4 molecules where 16 is the batch size) weighs per molecule what a full one does
+        self.assertAlmostEqual(float(loss({9: 24.5}, 16)[0]), float(per_atom) / 4, places=6)
 
     def test_amsgrad_switches_on_in_a_state_saved_without_it(self):
         torch.manual_seed(2)
