@@ -111,10 +111,10 @@ def edm_divisors(batch, histogram=N_NODES_HISTOGRAM):
 
 
 def diffusion_loss(model, xh, t_int, gamma, T, autocast, divisors=None, batch=None):
-    """0.5·Σ(ε − ε̂)² / (9·N_pad) per molecule (spec §2.5) with N_pad from `divisors` (edm_divisors: EDM's expected
-    weight for this atom count), summed over the batch and divided by the nominal batch size `batch`, so that the
-    last, short batch of a size weighs per molecule what a full one does: every molecule weighs what it does in
-    EDM's training, in expectation. divisors=None divides by each molecule's own 9·n and averages over the
+    """0.5·Σ(ε − ε̂)² / (9·N_pad) per molecule (spec §2.5) with N_pad from `divisors` (edm_divisors: EDM's
+    expected weight for this atom count), summed over the batch and divided by the nominal batch size `batch`, so
+    that the last, short batch of a size weighs per molecule what a full one does: every molecule weighs what it
+    does in EDM's training, in expectation. divisors=None divides by each molecule's own 9·n and averages over the
     batch's molecules (every batch weighs the same: the recipe of sessions 1-11).
     Returns (loss, per-molecule x mse, h mse)."""
     B, n, _ = xh.shape
@@ -404,7 +404,8 @@ def main():
     cpu_start = time.process_time()  # CPU seconds of all this process's threads: what training actually got
     # fixed for the whole chunk, so read once: the tree may move on while it runs
     code_commit = git_commit()
-    lr = f"AdamW{'' if args.no_amsgrad else ' (AMSGrad)'} lr {args.lr}" + (" decaying linearly to 5 %" if args.lr_decay else "")
+    lr = (f"AdamW{'' if args.no_amsgrad else ' (AMSGrad)'} lr {args.lr}"
+          + (" decaying linearly to 5 %" if args.lr_decay else ""))
     t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
     divisors = edm_divisors(args.batch) if args.loss_norm == "atom" else None
     norm = (f"error / (9·N_pad) in EDM's expectation (N_pad {divisors[18]:.2f} at 18 atoms, {divisors[29]:.2f} at 29)"
