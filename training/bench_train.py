@@ -46,7 +46,7 @@ def main():
     gamma, T = model.gamma.gamma.detach(), model.T
     params = trained(model)
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-12, amsgrad=True)  # as train.py's default
-    divisors = edm_divisors(args.batch)
+    divisors = edm_divisors(args.batch, data.histogram(data.split["train"]))
     clip = GradClipper()
     modes = {"eager": model, "compiled": torch.compile(model, dynamic=True)}
 

@@ -38,6 +38,24 @@ EVAL_LEVELS = [1, 10, 50, 100, 250, 500, 750, 1000]
 MAX_NONFINITE_IN_ROW = 20
 
 
+class NonFiniteStreak:
+    """Counts batches in a row whose loss was not finite: a run skips such a batch, and stops at `limit` in a row
+    (diverged weights or bad data), since skipping would otherwise go on until the time budget ends. A finite loss
+    ends the streak."""
+
+    def __init__(self, limit=MAX_NONFINITE_IN_ROW):
+        self.limit, self.count = limit, 0
+
+    def record(self, finite):
+        """Returns True when the run must stop."""
+        self.count = 0 if finite else self.count + 1
+        return self.count >= self.limit
+
+    @property
+    def stopped(self):
+        return self.count >= self.limit
+
+
 def log(msg, fh=None):
     line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
     print(line, flush=True)
@@ -68,6 +86,11 @@ class Data:
         self.split = {k: d[k] for k in ("train", "valid", "test")}
         self.device = device
 
+    def histogram(self, ids):
+        """{atom count: molecules} over `ids`: the sizes a minibatch drawn from them holds."""
+        sizes, counts = np.unique(self.n[ids], return_counts=True)
+        return {int(k): int(c) for k, c in zip(sizes, counts)}
+
     def batches(self, ids, batch, rng):
         """Batches of equal atom count, shuffled."""
         out = []
@@ -91,9 +114,11 @@ def edm_divisors(batch, histogram=N_NODES_HISTOGRAM):
     """{n: 1 / E[1/N_pad | a molecule of n atoms is in the minibatch]}: EDM divides each molecule's squared error by
     9·N_pad, N_pad the largest atom count of its padded minibatch of `batch` molecules (spec §2.5 step 4), so a
     molecule of n atoms gets weight E[1/max(n, M)], M the largest of the other batch − 1 molecules drawn from
-    QM9's histogram (P(M ≤ k) = F(k)^(batch−1), F the share with ≤ k atoms). Our batches hold one size and no
-    padding; dividing by 9 times this divisor gives every molecule EDM's expected weight: for batches of 64,
-    24.78 up to 23 atoms, then 24.87, 25.4, 27.0 and 29 for the largest. Batch 1 gives n itself."""
+    `histogram` (P(M ≤ k) = F(k)^(batch−1), F the share with ≤ k atoms); train.py passes its training split's,
+    so that every atom count it trains on has a divisor. Our batches hold one size and no padding; dividing by 9
+    times this divisor gives every molecule EDM's expected weight: for QM9 and batches of 64, 24.78 up to 22
+    atoms, then 24.79, 25.04, 25.37, 26.19, 27.03 and 29 for the largest (QM9 has no molecule of 28 atoms; its
+    training split gives the same values to 0.001). Batch 1 gives n itself."""
     total = sum(histogram.values())
     sizes = sorted(histogram)
     cum, acc = [], 0.0
@@ -407,9 +432,12 @@ def main():
     lr = (f"AdamW{'' if args.no_amsgrad else ' (AMSGrad)'} lr {args.lr}"
           + (" decaying linearly to 5 %" if args.lr_decay else ""))
     t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
-    divisors = edm_divisors(args.batch) if args.loss_norm == "atom" else None
-    norm = (f"error / (9·N_pad) in EDM's expectation (N_pad {divisors[18]:.2f} at 18 atoms, {divisors[29]:.2f} at 29)"
-            if divisors else "error / (9·n), mean per batch")
+    divisors = edm_divisors(args.batch, data.histogram(train_ids)) if args.loss_norm == "atom" else None
+    norm = "error / (9·n), mean per batch"
+    if divisors:
+        lo, hi = min(divisors), max(divisors)
+        norm = (f"error / (9·N_pad) in EDM's expectation (N_pad {divisors[lo]:.2f} at {lo} atoms, "
+                f"{divisors[hi]:.2f} at {hi})")
 
     def recipe(ema_decay):
         return f"{lr}, batch {args.batch} grouped by atom count, EMA {ema_decay}, {t_draw}, {norm}, bf16 {use_bf16}"
@@ -464,7 +492,7 @@ def main():
 
     seen = seen0
     done = False
-    nonfinite_in_row = 0
+    streak = NonFiniteStreak()
     while not done:
         for ids in data.batches(train_ids, args.batch, rng):
             if time.time() > deadline or stop["flag"] or 0 < args.max_steps <= step_in_run:
@@ -476,15 +504,15 @@ def main():
                 low = torch.rand(len(ids), device=dev) < args.t_low_frac
                 t_int = torch.where(low, torch.randint(0, args.t_low_max + 1, (len(ids),), device=dev), t_int)
             loss, _, _ = diffusion_loss(step_model, xh, t_int, gamma, T, autocast, divisors, args.batch)
-            if not torch.isfinite(loss):
-                nonfinite_in_row += 1
+            finite = bool(torch.isfinite(loss))
+            if streak.record(finite):
+                done = True
+            if not finite:
                 log("non-finite loss, batch skipped")
                 opt.zero_grad(set_to_none=True)
-                if nonfinite_in_row >= MAX_NONFINITE_IN_ROW:
-                    done = True
+                if done:
                     break
                 continue
-            nonfinite_in_row = 0
             gnorm = optimizer_step(loss, opt, clip, params, lr_now)
             with torch.no_grad():
                 torch._foreach_lerp_(ema_params, params, 1 - args.ema)
@@ -509,10 +537,10 @@ def main():
                 validate("eval (EMA", ema)
                 last_eval = time.time()
                 t_log, mol_log = time.time(), 0
-    if nonfinite_in_row >= MAX_NONFINITE_IN_ROW:
+    if streak.stopped:
         # no save: the weights may have diverged to huge finite values, and the last periodic save (or the file it
         # resumed from) is the last state known to be good
-        sys.exit(f"train.py: stopped after {nonfinite_in_row} batches in a row with a non-finite loss: the data "
+        sys.exit(f"train.py: stopped after {streak.count} batches in a row with a non-finite loss: the data "
                  f"({args.data}) or the weights hold NaN or infinity, or training diverged; nothing saved since "
                  f"the last save")
     checkpoint()
