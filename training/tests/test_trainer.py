@@ -217,8 +217,20 @@ class TrainingTests(unittest.TestCase):
         d = train.edm_divisors(2, {2: 1, 4: 1})
         self.assertAlmostEqual(d[2], 8 / 3)
         self.assertAlmostEqual(d[4], 4.0)
-        # sizes QM9 does not have are no different when the histogram holds them (train.py passes its data's)
-        self.assertAlmostEqual(train.edm_divisors(2, {3: 1, 31: 1})[3], 1 / (0.5 / 3 + 0.5 / 31))
+        # train.py passes the histogram of the split it trains on: sizes QM9 lacks (31) get a divisor, and the
+        # molecules outside the split (the 5-atom one) do not count
+        with tempfile.TemporaryDirectory() as tmp:
+            sizes = [3, 3, 5, 31]
+            path = os.path.join(tmp, "mixed.npz")
+            np.savez(path, positions=np.zeros((sum(sizes), 3), np.float32), types=np.zeros(sum(sizes), np.uint8),
+                     offsets=np.cumsum([0] + sizes), train=np.array([0, 1, 3]), valid=np.array([2]),
+                     test=np.array([], np.int64))
+            data = train.Data(path, "cpu")
+            hist = data.histogram(data.split["train"])
+        self.assertEqual(hist, {3: 2, 31: 1})
+        d = train.edm_divisors(2, hist)
+        self.assertAlmostEqual(d[3], 1 / (1 / 3 * 2 / 3 + 1 / 31 / 3))  # the other molecule: 3 atoms (2/3), or 31
+        self.assertEqual(d[31], 31.0)
         d = train.edm_divisors(64)
         self.assertEqual(d[29], 29.0)  # QM9's largest molecule is its own batch's largest
         self.assertEqual([d[n] for n in sorted(d)], sorted(d.values()))  # larger molecules never divide by less
