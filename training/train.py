@@ -49,7 +49,7 @@ class NonFiniteStreak:
     def record(self, finite):
         """Returns True when the run must stop."""
         self.count = 0 if finite else self.count + 1
-        return self.count >= self.limit
+        return self.stopped
 
     @property
     def stopped(self):
@@ -505,12 +505,12 @@ def main():
                 t_int = torch.where(low, torch.randint(0, args.t_low_max + 1, (len(ids),), device=dev), t_int)
             loss, _, _ = diffusion_loss(step_model, xh, t_int, gamma, T, autocast, divisors, args.batch)
             finite = bool(torch.isfinite(loss))
-            if streak.record(finite):
-                done = True
+            stop_run = streak.record(finite)
             if not finite:
                 log("non-finite loss, batch skipped")
                 opt.zero_grad(set_to_none=True)
-                if done:
+                if stop_run:
+                    done = True
                     break
                 continue
             gnorm = optimizer_step(loss, opt, clip, params, lr_now)
