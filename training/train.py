@@ -135,6 +135,24 @@ def edm_divisors(batch, histogram=N_NODES_HISTOGRAM):
     return out
 
 
+def stale_optimizer(ck_loss_norm, ck_divisors, loss_norm, divisors):
+    """Why a checkpoint's optimizer must not be resumed, or None when it may: AMSGrad keeps the largest second
+    moment it has seen, so moments gathered on another loss scale would damp (or inflate) every later step. The
+    scale is set by the loss normalisation and, for 'atom', by its divisors, which change with the training
+    split's sizes and the batch. A checkpoint older than the divisors' record (None) is taken to match."""
+    if ck_loss_norm != loss_norm:
+        return f"it was trained with --loss-norm {ck_loss_norm}, this run uses {loss_norm}"
+    if ck_divisors is None or divisors is None:
+        return None
+    def show(v):
+        return "none" if v is None else f"{v:.2f}"
+    for n in sorted(set(ck_divisors) | set(divisors)):
+        was, now = ck_divisors.get(n), divisors.get(n)
+        if was is None or now is None or not math.isclose(was, now, rel_tol=1e-6):
+            return f"its loss divisor at {n} atoms was {show(was)}, this run's data and --batch give {show(now)}"
+    return None
+
+
 def diffusion_loss(model, xh, t_int, gamma, T, autocast, divisors=None, batch=None):
     """0.5·Σ(ε − ε̂)² / (9·N_pad) per molecule (spec §2.5) with N_pad from `divisors` (edm_divisors: EDM's
     expected weight for this atom count), summed over the batch and divided by the nominal batch size `batch`, so
@@ -374,15 +392,7 @@ def main():
             model.load_state_dict(ck["model"])
             ema.load_state_dict(ck["ema"])
             prov = ck["provenance"]
-            from_ckpt = True
-            was = ck.get("args", {}).get("loss_norm", "molecule")
-            if was == args.loss_norm:
-                opt.load_state_dict(ck["opt"])
-                fresh_opt = False
-                log(f"resumed full checkpoint {ckpt_path}")
-            else:  # its moment estimates belong to another loss scale, which AMSGrad's maximum would keep
-                log(f"resumed full checkpoint {ckpt_path} with a fresh optimizer: it was trained with "
-                    f"--loss-norm {was}, this run uses {args.loss_norm}")
+            from_ckpt = True  # its optimizer is loaded below, once the data (so the loss divisors) are known
     if not from_ckpt and resume != "none":
         tensors, cfg = read_safetensors(resume)
         if cfg and (cfg.get("nf"), cfg.get("n_layers")) != (args.nf, args.layers):
@@ -403,12 +413,21 @@ def main():
         for p in slow.parameters():
             p.requires_grad_(False)
         slow_path = out_path.replace(".safetensors", f".ema{args.ema_slow:g}.safetensors")
+    data = Data(args.data, dev)
+    train_ids = data.split["train"]
+    divisors = edm_divisors(args.batch, data.histogram(train_ids)) if args.loss_norm == "atom" else None
+    if from_ckpt:
+        why = stale_optimizer(ck.get("args", {}).get("loss_norm", "molecule"), ck.get("divisors"),
+                              args.loss_norm, divisors)
+        if why is None:
+            opt.load_state_dict(ck["opt"])
+            fresh_opt = False
+            log(f"resumed full checkpoint {ckpt_path}")
+        else:
+            log(f"resumed full checkpoint {ckpt_path} with a fresh optimizer: {why}")
     for g in opt.param_groups:
         g["lr"] = args.lr
     set_amsgrad(opt, not args.no_amsgrad)
-
-    data = Data(args.data, dev)
-    train_ids = data.split["train"]
     val_ids = data.split["valid"][: args.eval_molecules]
     gamma = model.gamma.gamma.detach().to(dev)
     T = model.T
@@ -432,7 +451,6 @@ def main():
     lr = (f"AdamW{'' if args.no_amsgrad else ' (AMSGrad)'} lr {args.lr}"
           + (" decaying linearly to 5 %" if args.lr_decay else ""))
     t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
-    divisors = edm_divisors(args.batch, data.histogram(train_ids)) if args.loss_norm == "atom" else None
     norm = "error / (9·n), mean per batch"
     if divisors:
         lo, hi = min(divisors), max(divisors)
@@ -472,7 +490,7 @@ def main():
         if save_weights(out_path, ema, p, args.precision):
             os.makedirs(os.path.dirname(ckpt_path), exist_ok=True)
             state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                     "provenance": p, "args": vars(args)}
+                     "provenance": p, "args": vars(args), "divisors": divisors}
             if slow is not None and save_weights(slow_path, slow, dict(p, recipe=recipe(args.ema_slow)),
                                                   args.precision):
                 state["ema_slow"] = slow.state_dict()

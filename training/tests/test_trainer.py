@@ -77,6 +77,25 @@ class TrainingTests(unittest.TestCase):
         self.assertAlmostEqual(lr(1e-4, 500, 200, True, 0.0), 5e-6, msg="ends at 5 %")
         self.assertAlmostEqual(lr(1e-4, 0, 0, True, 1.0), 1e-4, msg="resumed optimizer: no warm-up")
 
+    def test_optimizer_resumes_only_on_the_same_loss_scale(self):
+        """AMSGrad's moments belong to one loss scale: another normalisation, or divisors from other data or
+        another batch size, start a fresh optimizer; the same ones, or a checkpoint that predates the record, do
+        not."""
+        stale = train.stale_optimizer
+        qm9 = train.edm_divisors(64)
+        self.assertIsNone(stale("atom", qm9, "atom", train.edm_divisors(64)))
+        self.assertIsNone(stale("atom", None, "atom", qm9), "an older checkpoint: nothing to compare")
+        self.assertIsNone(stale("molecule", None, "molecule", None))
+        self.assertEqual(stale("atom", qm9, "molecule", None),
+                         "it was trained with --loss-norm atom, this run uses molecule")
+        # the GPU chunks' batch 512 weighs a small molecule as if padded to 26.79 atoms; the CPU's 64 to 24.78
+        self.assertEqual(stale("atom", train.edm_divisors(512), "atom", qm9),
+                         "its loss divisor at 3 atoms was 26.79, this run's data and --batch give 24.78")
+        self.assertEqual(stale("atom", {3: 4.0, 4: 4.0}, "atom", {3: 4.0, 4: 4.0, 5: 5.0}),
+                         "its loss divisor at 5 atoms was none, this run's data and --batch give 5.00")
+        self.assertEqual(stale("atom", {3: 4.0, 9: 9.0}, "atom", {3: 4.0}),
+                         "its loss divisor at 9 atoms was 9.00, this run's data and --batch give none")
+
     def test_slow_ema_is_saved_validated_and_resumed(self):
         """A short real run of train.py with --ema-slow: both averages written with their own decay in the recipe,
         the slower one nearer the starting weights, and a resumed run continuing it from the checkpoint."""
@@ -126,6 +145,7 @@ class TrainingTests(unittest.TestCase):
             self.assertLess(moved(slow), 0.5 * moved(fast))
             ck = torch.load(os.path.join(d, "w.pt"), weights_only=False)
             self.assertIn("ema_slow", ck)
+            self.assertEqual(ck["divisors"], {4: 4.0}, "the loss scale its optimizer state belongs to")
             # resumed with the old recipe's loss and optimizer: the weights continue, the optimizer starts afresh
             # (its moment estimates belong to the other loss scale)
             out = subprocess.run(cmd + ["--resume", start, "--max-steps", "30", "--loss-norm", "molecule",
