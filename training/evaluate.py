@@ -58,13 +58,17 @@ def read_xyz(path, comments=False):
 def mcnemar(a, b):
     """Exact two-sided McNemar test on paired booleans: (only a, only b, p). Under the null hypothesis that both
     are equally good, the discordant pairs split like fair coin tosses."""
-    from math import comb
-
     only_a = sum(x and not y for x, y in zip(a, b))
     only_b = sum(y and not x for x, y in zip(a, b))
+    return only_a, only_b, mcnemar_p(only_a, only_b)
+
+
+def mcnemar_p(only_a, only_b):
+    """Exact two-sided McNemar p from the discordant counts (also what `pool_paired.py` pools)."""
+    from math import comb
+
     n, lo = only_a + only_b, min(only_a, only_b)
-    p = min(1.0, 2 * sum(comb(n, i) for i in range(lo + 1)) / 2 ** n) if n else 1.0
-    return only_a, only_b, p
+    return min(1.0, 2 * sum(comb(n, i) for i in range(lo + 1)) / 2 ** n) if n else 1.0
 
 
 # everything the protocol says about one molecule; `over` lists its over-valent atoms (chem.OverBonded), `bonds`

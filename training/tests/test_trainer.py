@@ -634,6 +634,42 @@ class DataTests(unittest.TestCase):
             with self.assertRaises(SystemExit):
                 evaluate.paired(mols, evaluate.verdicts(mols), b)
 
+    def test_pooled_paired_test_adds_discordant_molecules_over_seeds(self):
+        """Two seeds each too small to tell anything (3 against 0: p = 0.25; 2 against 0: p = 0.5) pool to 5
+        against 0 (p = 2/32); a seed given twice, or a file without a paired comparison, is refused by name."""
+        import pool_paired
+
+        def report(seed, only_new, only_old, valid=(1, 1)):
+            return {"seed": seed, "steps": 100, "paired": {
+                "molecules": 10,
+                "molecule_stability": {"these": 5 + only_new, "other": 5 + only_old, "only_these": only_new,
+                                       "only_other": only_old, "mcnemar_p": 0.0},
+                "validity": {"these": 8, "other": 8, "only_these": valid[0], "only_other": valid[1],
+                             "mcnemar_p": 1.0}}}
+
+        res = pool_paired.pool([("a", report(13, 3, 0)), ("b", report(14, 2, 0))])
+        self.assertEqual(res["seeds"], [13, 14])
+        self.assertEqual({k: res["molecule_stability"][k] for k in ("these", "other", "only_these", "only_other",
+                                                                    "molecules")},
+                         {"these": 15, "other": 10, "only_these": 5, "only_other": 0, "molecules": 20})
+        self.assertAlmostEqual(res["molecule_stability"]["mcnemar_p"], 0.0625)
+        self.assertEqual(res["validity"]["mcnemar_p"], 1.0)  # 2 against 2
+        with self.assertRaisesRegex(ValueError, "b: seed 13 at 100 steps is already pooled"):
+            pool_paired.pool([("a", report(13, 3, 0)), ("b", report(13, 2, 0))])
+        with self.assertRaisesRegex(ValueError, "c: no paired comparison"):
+            pool_paired.pool([("c", {"seed": 1, "steps": 100})])
+        with tempfile.TemporaryDirectory() as d:  # the command line reads the JSON files evaluate.py writes
+            paths = []
+            for seed, new in ((13, 3), (14, 2)):
+                paths.append(os.path.join(d, f"{seed}.json"))
+                with open(paths[-1], "w") as f:
+                    json.dump(report(seed, new, 0), f)
+            out = subprocess.run([sys.executable, os.path.join(ROOT, "training", "pool_paired.py"), *paths],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("molecule_stability: new 75.0 % against old 50.0 %; only new 5, only old 0, exact "
+                          "McNemar p = 0.0625", out.stdout)
+
     def test_data_reference_writes_test_molecules_as_xyz(self):
         import evaluate
 
