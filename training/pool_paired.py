@@ -7,8 +7,9 @@ Each file is a JSON written by `evaluate.py --json ... --paired OTHER.xyz`: the 
 molecule by molecule with the old weights' samples of the same seed, steps and count. The seeds are
 independent draws, so their discordant pairs add up: under the null hypothesis that both files are equally
 good, every discordant molecule is a fair coin toss. This is the test the model card's ship rule uses (a
-significant pooled gain in molecule stability, nothing else worse). Files must compare against one set of old
-samples per seed: the same seed twice would count its molecules twice.
+significant pooled gain in molecule stability, nothing else worse). Each (seed, steps) and each old sample file
+counts once: the same draw twice would count its molecules twice. One line per file says what was pooled
+(weights, the old samples, seed and steps), so that the set can be checked.
 """
 import argparse
 import json
@@ -23,19 +24,24 @@ def pool(reports):
     """{metric: {"these", "other", "only_these", "only_other", "molecules", "mcnemar_p"}} over `reports` (the
     parsed JSON files), plus "seeds". Raises ValueError naming a file without a paired comparison, or a seed
     given twice."""
-    seeds = []
+    seeds, others = [], []
     for name, r in reports:
-        if "paired" not in r:
-            raise ValueError(f"{name}: no paired comparison in it (evaluate.py --paired OTHER.xyz writes one)")
+        pr = r.get("paired")
+        if not isinstance(pr, dict) or not all(isinstance(pr.get(m), dict) for m in METRICS):
+            raise ValueError(f"{name}: no paired comparison of {' and '.join(METRICS)} in it "
+                             "(evaluate.py --paired OTHER.xyz --json writes one)")
         key = (r.get("seed"), r.get("steps"))
         if key in seeds:
-            raise ValueError(f"{name}: seed {key[0]} at {key[1]} steps is already pooled; each seed counts once")
+            raise ValueError(f"{name}: seed {key[0]} at {key[1]} steps is already pooled; each draw counts once")
+        if pr.get("other") is not None and pr["other"] in others:
+            raise ValueError(f"{name}: compared with {pr['other']}, which another file was compared with too")
         seeds.append(key)
+        others.append(pr.get("other"))
     out = {"seeds": [s for s, _ in seeds]}
     for m in METRICS:
         tot = {k: sum(r["paired"][m][k] for _, r in reports) for k in ("these", "other", "only_these", "only_other")}
         tot["molecules"] = sum(r["paired"]["molecules"] for _, r in reports)
-        tot["mcnemar_p"] = round(mcnemar_p(tot["only_these"], tot["only_other"]), 4)
+        tot["mcnemar_p"] = mcnemar_p(tot["only_these"], tot["only_other"])
         out[m] = tot
     return out
 
@@ -53,12 +59,17 @@ def main():
         res = pool(reports)
     except ValueError as e:
         sys.exit(str(e))
-    print(f"seeds {', '.join(map(str, res['seeds']))}: {res['molecule_stability']['molecules']} paired molecules")
+    for path, r in reports:
+        pr = r["paired"]
+        print(f"{path}: {r.get('weights')} against {pr.get('other')}, seed {r.get('seed')}, {r.get('steps')} steps, "
+              + ", ".join(f"{m} only new {pr[m]['only_these']}, only old {pr[m]['only_other']}" for m in METRICS))
+    print(f"pooled over seeds {', '.join(map(str, res['seeds']))}: {res['molecule_stability']['molecules']} "
+          "paired molecules")
     for m in METRICS:
         r = res[m]
-        n = r["molecules"]
+        n = max(r["molecules"], 1)
         print(f"{m}: new {100 * r['these'] / n:.1f} % against old {100 * r['other'] / n:.1f} %; only new "
-              f"{r['only_these']}, only old {r['only_other']}, exact McNemar p = {r['mcnemar_p']}")
+              f"{r['only_these']}, only old {r['only_other']}, exact McNemar p = {r['mcnemar_p']:.3g}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

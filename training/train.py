@@ -139,7 +139,8 @@ def stale_optimizer(ck_loss_norm, ck_divisors, loss_norm, divisors):
     """Why a checkpoint's optimizer must not be resumed, or None when it may: AMSGrad keeps the largest second
     moment it has seen, so moments gathered on another loss scale would damp (or inflate) every later step. The
     scale is set by the loss normalisation and, for 'atom', by its divisors, which change with the training
-    split's sizes and the batch. A checkpoint older than the divisors' record (None) is taken to match."""
+    split's sizes and the batch. Divisors of None (unknown) are taken to match; train.py rebuilds those of a
+    checkpoint written before they were recorded from its --batch and the data loaded now."""
     if ck_loss_norm != loss_norm:
         return f"it was trained with --loss-norm {ck_loss_norm}, this run uses {loss_norm}"
     if ck_divisors is None or divisors is None:
@@ -340,7 +341,8 @@ def main():
                          "EDM's batches give it in expectation (spec §2.5: about every atom weighs the same); "
                          "'molecule': by its own 9·n, averaged per batch (every batch weighs the same, small "
                          "molecules more per atom: the recipe up to session 11). A checkpoint trained with the "
-                         "other one is resumed with a fresh optimizer")
+                         "other one, or with other divisors (other data or --batch), is resumed with a fresh "
+                         "optimizer")
     ap.add_argument("--no-amsgrad", action="store_true",
                     help="plain AdamW instead of EDM's AMSGrad variant (the recipe up to session 11)")
     ap.add_argument("--lr-decay", action="store_true",
@@ -417,8 +419,12 @@ def main():
     train_ids = data.split["train"]
     divisors = edm_divisors(args.batch, data.histogram(train_ids)) if args.loss_norm == "atom" else None
     if from_ckpt:
-        why = stale_optimizer(ck.get("args", {}).get("loss_norm", "molecule"), ck.get("divisors"),
-                              args.loss_norm, divisors)
+        ck_args, ck_divisors = ck.get("args", {}), ck.get("divisors")
+        ck_norm = ck_args.get("loss_norm", "molecule")
+        if ck_divisors is None and ck_norm == "atom" and "batch" in ck_args:
+            # written before checkpoints recorded their divisors: its batch is known, its data taken as this one
+            ck_divisors = edm_divisors(ck_args["batch"], data.histogram(train_ids))
+        why = stale_optimizer(ck_norm, ck_divisors, args.loss_norm, divisors)
         if why is None:
             opt.load_state_dict(ck["opt"])
             fresh_opt = False

@@ -146,6 +146,12 @@ class TrainingTests(unittest.TestCase):
             ck = torch.load(os.path.join(d, "w.pt"), weights_only=False)
             self.assertIn("ema_slow", ck)
             self.assertEqual(ck["divisors"], {4: 4.0}, "the loss scale its optimizer state belongs to")
+            # the same loss scale (divisors from this training split again): its optimizer state continues
+            out = subprocess.run(cmd + ["--resume", start, "--max-steps", "10"], capture_output=True, text=True,
+                                 timeout=300)
+            self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+            self.assertIn(f"resumed full checkpoint {os.path.join(d, 'w.pt')}\n", out.stdout)
+            self.assertNotIn("fresh optimizer", out.stdout)
             # resumed with the old recipe's loss and optimizer: the weights continue, the optimizer starts afresh
             # (its moment estimates belong to the other loss scale)
             out = subprocess.run(cmd + ["--resume", start, "--max-steps", "30", "--loss-norm", "molecule",
@@ -154,7 +160,7 @@ class TrainingTests(unittest.TestCase):
             self.assertIn("resumed full checkpoint", out.stdout)
             self.assertIn("with a fresh optimizer: it was trained with --loss-norm atom", out.stdout)
             again, cfg_again = train.read_safetensors(os.path.join(d, "w.ema0.999.safetensors"))
-            self.assertEqual(cfg_again["provenance"]["steps"], 90)
+            self.assertEqual(cfg_again["provenance"]["steps"], 100)
             self.assertIn("AdamW lr 0.01", cfg_again["provenance"]["recipe"])
             self.assertIn("error / (9·n), mean per batch", cfg_again["provenance"]["recipe"])
             # continued from the checkpoint's slow average, not restarted from the (much further) fast EMA
@@ -640,8 +646,8 @@ class DataTests(unittest.TestCase):
         import pool_paired
 
         def report(seed, only_new, only_old, valid=(1, 1)):
-            return {"seed": seed, "steps": 100, "paired": {
-                "molecules": 10,
+            return {"seed": seed, "steps": 100, "weights": "new.safetensors", "paired": {
+                "other": f"old_{seed}.xyz", "molecules": 10,
                 "molecule_stability": {"these": 5 + only_new, "other": 5 + only_old, "only_these": only_new,
                                        "only_other": only_old, "mcnemar_p": 0.0},
                 "validity": {"these": 8, "other": 8, "only_these": valid[0], "only_other": valid[1],
@@ -656,8 +662,14 @@ class DataTests(unittest.TestCase):
         self.assertEqual(res["validity"]["mcnemar_p"], 1.0)  # 2 against 2
         with self.assertRaisesRegex(ValueError, "b: seed 13 at 100 steps is already pooled"):
             pool_paired.pool([("a", report(13, 3, 0)), ("b", report(13, 2, 0))])
+        twice = report(14, 2, 0)
+        twice["paired"]["other"] = "old_13.xyz"
+        with self.assertRaisesRegex(ValueError, "b: compared with old_13.xyz, which another file was compared"):
+            pool_paired.pool([("a", report(13, 3, 0)), ("b", twice)])
         with self.assertRaisesRegex(ValueError, "c: no paired comparison"):
             pool_paired.pool([("c", {"seed": 1, "steps": 100})])
+        with self.assertRaisesRegex(ValueError, "c: no paired comparison of molecule_stability and validity"):
+            pool_paired.pool([("c", {"seed": 1, "steps": 100, "paired": {"molecule_stability": {}}})])
         with tempfile.TemporaryDirectory() as d:  # the command line reads the JSON files evaluate.py writes
             paths = []
             for seed, new in ((13, 3), (14, 2)):
