@@ -417,13 +417,14 @@ def main():
         slow_path = out_path.replace(".safetensors", f".ema{args.ema_slow:g}.safetensors")
     data = Data(args.data, dev)
     train_ids = data.split["train"]
-    divisors = edm_divisors(args.batch, data.histogram(train_ids)) if args.loss_norm == "atom" else None
+    sizes = data.histogram(train_ids)
+    divisors = edm_divisors(args.batch, sizes) if args.loss_norm == "atom" else None
     if from_ckpt:
         ck_args, ck_divisors = ck.get("args", {}), ck.get("divisors")
         ck_norm = ck_args.get("loss_norm", "molecule")
         if ck_divisors is None and ck_norm == "atom" and "batch" in ck_args:
             # written before checkpoints recorded their divisors: its batch is known, its data taken as this one
-            ck_divisors = edm_divisors(ck_args["batch"], data.histogram(train_ids))
+            ck_divisors = edm_divisors(ck_args["batch"], sizes)
         why = stale_optimizer(ck_norm, ck_divisors, args.loss_norm, divisors)
         if why is None:
             opt.load_state_dict(ck["opt"])
