@@ -154,6 +154,18 @@ def stale_optimizer(ck_loss_norm, ck_divisors, loss_norm, divisors):
     return None
 
 
+def checkpoint_loss_scale(ck, histogram):
+    """(loss normalisation, divisors) a full checkpoint was trained with, for stale_optimizer. A checkpoint
+    written before divisors were recorded gets them rebuilt from its --batch, its data taken to be the training
+    split's `histogram` loaded now; one older still (before --loss-norm) trained with 'molecule'. Divisors stay
+    None (unknown) where neither they nor the batch were saved."""
+    ck_args, ck_divisors = ck.get("args", {}), ck.get("divisors")
+    ck_norm = ck_args.get("loss_norm", "molecule")
+    if ck_divisors is None and ck_norm == "atom" and "batch" in ck_args:
+        ck_divisors = edm_divisors(ck_args["batch"], histogram)
+    return ck_norm, ck_divisors
+
+
 def diffusion_loss(model, xh, t_int, gamma, T, autocast, divisors=None, batch=None):
     """0.5·Σ(ε − ε̂)² / (9·N_pad) per molecule (spec §2.5) with N_pad from `divisors` (edm_divisors: EDM's
     expected weight for this atom count), summed over the batch and divided by the nominal batch size `batch`, so
@@ -420,11 +432,7 @@ def main():
     sizes = data.histogram(train_ids)
     divisors = edm_divisors(args.batch, sizes) if args.loss_norm == "atom" else None
     if from_ckpt:
-        ck_args, ck_divisors = ck.get("args", {}), ck.get("divisors")
-        ck_norm = ck_args.get("loss_norm", "molecule")
-        if ck_divisors is None and ck_norm == "atom" and "batch" in ck_args:
-            # written before checkpoints recorded their divisors: its batch is known, its data taken as this one
-            ck_divisors = edm_divisors(ck_args["batch"], sizes)
+        ck_norm, ck_divisors = checkpoint_loss_scale(ck, sizes)
         why = stale_optimizer(ck_norm, ck_divisors, args.loss_norm, divisors)
         if why is None:
             opt.load_state_dict(ck["opt"])

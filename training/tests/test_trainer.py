@@ -96,6 +96,26 @@ class TrainingTests(unittest.TestCase):
         self.assertEqual(stale("atom", {3: 4.0, 9: 9.0}, "atom", {3: 4.0}),
                          "its loss divisor at 9 atoms was 9.00, this run's data and --batch give none")
 
+    def test_an_older_checkpoints_loss_scale_is_rebuilt_from_its_batch(self):
+        """A checkpoint saved before divisors were recorded: its divisors come from its --batch on the data loaded
+        now, so a batch-512 GPU checkpoint resumed at batch 64 on mixed sizes is stale, one of batch 64 is not;
+        without a recorded --loss-norm it trained per molecule; with neither divisors nor batch they stay unknown."""
+        sizes = {5: 40, 9: 300, 12: 500, 19: 80}
+        scale = train.checkpoint_loss_scale
+        now = train.edm_divisors(64, sizes)
+        norm, rebuilt = scale({"args": {"loss_norm": "atom", "batch": 512}}, sizes)
+        self.assertEqual(norm, "atom")
+        self.assertEqual(rebuilt, train.edm_divisors(512, sizes))
+        self.assertIn("its loss divisor at 5 atoms was", train.stale_optimizer(norm, rebuilt, "atom", now))
+        norm, rebuilt = scale({"args": {"loss_norm": "atom", "batch": 64}}, sizes)
+        self.assertIsNone(train.stale_optimizer(norm, rebuilt, "atom", now))
+        recorded = {5: 7.0}
+        self.assertEqual(scale({"args": {"loss_norm": "atom", "batch": 64}, "divisors": recorded}, sizes),
+                         ("atom", recorded), "recorded divisors win over a rebuild")
+        self.assertEqual(scale({"args": {"batch": 64}}, sizes), ("molecule", None))
+        self.assertEqual(scale({"args": {"loss_norm": "atom"}}, sizes), ("atom", None))
+        self.assertEqual(scale({}, sizes), ("molecule", None))
+
     def test_slow_ema_is_saved_validated_and_resumed(self):
         """A short real run of train.py with --ema-slow: both averages written with their own decay in the recipe,
         the slower one nearer the starting weights, and a resumed run continuing it from the checkpoint."""
