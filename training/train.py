@@ -157,8 +157,8 @@ def stale_optimizer(ck_loss_norm, ck_divisors, loss_norm, divisors):
 def checkpoint_loss_scale(ck, histogram):
     """(loss normalisation, divisors) a full checkpoint was trained with, for stale_optimizer. A checkpoint
     written before divisors were recorded gets them rebuilt from its --batch, its data taken to be the training
-    split's `histogram` loaded now; one older still (before --loss-norm) trained with 'molecule'. Divisors stay
-    None (unknown) where neither they nor the batch were saved."""
+    split's `histogram` loaded now; one older still (before --loss-norm) trained with 'molecule'. Divisors are
+    None for 'molecule' (it uses none) and unknown (None) where neither they nor the batch were saved."""
     ck_args, ck_divisors = ck.get("args", {}), ck.get("divisors")
     ck_norm = ck_args.get("loss_norm", "molecule")
     if ck_divisors is None and ck_norm == "atom" and "batch" in ck_args:
