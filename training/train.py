@@ -345,9 +345,12 @@ def main():
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--t-low-frac", type=float, default=0.0,
-                    help="fraction of molecules whose t is drawn from {0..--t-low-max} instead of {0..T} "
-                         "(0 = EDM's uniform t; an experiment to train the low-noise end, where bonds are set)")
+                    help="fraction of molecules whose t is drawn from {--t-low-min..--t-low-max} instead of {0..T} "
+                         "(0 = EDM's uniform t; an experiment to train one band of noise levels more: the low-noise "
+                         "end, where bond lengths are set, or with --t-low-min a middle band, where the atom types "
+                         "and bonds are decided, see training/renoise.py)")
     ap.add_argument("--t-low-max", type=int, default=100)
+    ap.add_argument("--t-low-min", type=int, default=0)
     ap.add_argument("--loss-norm", choices=["atom", "molecule"], default="atom",
                     help="'atom': divide each molecule's squared error by 9·N_pad, EDM's padded batch size, as "
                          "EDM's batches give it in expectation (spec §2.5: about every atom weighs the same); "
@@ -373,6 +376,9 @@ def main():
     ap.add_argument("--eval-molecules", type=int, default=512)
     ap.add_argument("--log-every", type=int, default=100)
     args = ap.parse_args()
+    if not 0 <= args.t_low_frac <= 1 or not 0 <= args.t_low_min <= args.t_low_max:
+        ap.error(f"--t-low-frac must lie in [0, 1] and --t-low-min <= --t-low-max (got {args.t_low_frac}, "
+                 f"{args.t_low_min}..{args.t_low_max})")
 
     dev = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available()) else
                        ("cpu" if args.device == "auto" else args.device))
@@ -446,6 +452,8 @@ def main():
     val_ids = data.split["valid"][: args.eval_molecules]
     gamma = model.gamma.gamma.detach().to(dev)
     T = model.T
+    if args.t_low_frac and args.t_low_max > T:
+        sys.exit(f"--t-low-max {args.t_low_max} exceeds the model's T = {T}")
     params, ema_params = trained(model), trained(ema)
     slow_params = trained(slow) if slow else []
     # the compiled module shares model's parameters: the optimizer, EMA and checkpoints see no difference
@@ -465,7 +473,7 @@ def main():
     code_commit = git_commit()
     lr = (f"AdamW{'' if args.no_amsgrad else ' (AMSGrad)'} lr {args.lr}"
           + (" decaying linearly to 5 %" if args.lr_decay else ""))
-    t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from 0..{args.t_low_max})" if args.t_low_frac else "")
+    t_draw = f"t uniform 0..{T}" + (f" ({args.t_low_frac:.0%} from {args.t_low_min}..{args.t_low_max})" if args.t_low_frac else "")
     norm = "error / (9·n), mean per batch"
     if divisors:
         lo, hi = min(divisors), max(divisors)
@@ -535,7 +543,7 @@ def main():
             t_int = torch.randint(0, T + 1, (len(ids),), device=dev)
             if args.t_low_frac > 0:
                 low = torch.rand(len(ids), device=dev) < args.t_low_frac
-                t_int = torch.where(low, torch.randint(0, args.t_low_max + 1, (len(ids),), device=dev), t_int)
+                t_int = torch.where(low, torch.randint(args.t_low_min, args.t_low_max + 1, (len(ids),), device=dev), t_int)
             loss, _, _ = diffusion_loss(step_model, xh, t_int, gamma, T, autocast, divisors, args.batch)
             finite = bool(torch.isfinite(loss))
             stop_run = streak.record(finite)

@@ -495,6 +495,38 @@ class TorchSamplerTests(unittest.TestCase):
         line = sample_torch.comment(7, types[0].tolist(), 5, 4)
         self.assertEqual(evaluate.LABEL.match(line).groups(), ("7", "5", "4"))
 
+    def test_renoising_keeps_the_molecule_at_low_noise_and_is_seeded(self):
+        import renoise
+
+        torch.manual_seed(0)
+        model = edm.EnVariationalDiffusion(16, 2)
+        # two molecules of 3 atoms, CH2 and H2O (types H C N O F = 0..4)
+        x0 = torch.tensor([[[0.0, 0.0, 0.0], [1.09, 0.0, 0.0], [-0.36, 1.03, 0.0]],
+                           [[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]])
+        ty = torch.tensor([[1, 0, 0], [3, 0, 0]])
+        # t0 = 0 is the data itself
+        x, t = renoise.denoise_from(model, x0, ty, 0, torch.Generator().manual_seed(1))
+        self.assertTrue(torch.equal(x, x0) and torch.equal(t, ty))
+        # t0 = 1 (σ ≈ 1.4 mÅ): even an untrained model moves atoms by hundredths of an Å at most and keeps the
+        # types, and the result is centred; a wrong sign or scale in the forward or reverse step would not
+        x, t = renoise.denoise_from(model, x0, ty, 1, torch.Generator().manual_seed(1))
+        centred = x0 - x0.mean(1, keepdim=True)
+        self.assertLess(float((x - centred).abs().max()), 0.05)
+        self.assertTrue(torch.equal(t, ty))
+        np.testing.assert_allclose(x.mean(1).numpy(), 0, atol=1e-5)
+        # the same seed gives the same molecules (so two weights files are compared on the same noise)
+        a = renoise.denoise_from(model, x0, ty, 30, torch.Generator().manual_seed(2))
+        b = renoise.denoise_from(model, x0, ty, 30, torch.Generator().manual_seed(2))
+        self.assertTrue(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]))
+        # per-molecule records: valid, stable, stable atoms, atoms, types changed, N count
+        groups = {3: [(7, x0[0].numpy(), ty[0].numpy()), (9, x0[1].numpy(), ty[1].numpy())]}
+        recs = renoise.run(model, groups, 0, 0)
+        self.assertEqual(sorted(recs), [7, 9])
+        self.assertEqual(recs[9][3], 3)
+        self.assertFalse(recs[7][4] or recs[9][4])
+        s = renoise.summary(recs)
+        self.assertEqual((s["molecules"], s["types_changed"], s["N_per_molecule"]), (2, 0.0, 0.0))
+
     def test_a_diverged_molecule_is_skipped_not_written_as_nan(self):
         import evaluate
         import sample_torch
