@@ -31,11 +31,12 @@ from sample_torch import step_coefficients  # noqa: E402
 
 @torch.no_grad()
 def denoise_from(model, x0, types, t0, generator):
-    """Forward-diffuse (x0 [B,n,3], types [B,n]) to t0, then sample back to 0. Returns (positions, types)."""
+    """Forward-diffuse (x0 [B,n,3], types [B,n]) to t0, then sample back to 0. Returns (positions, centred as
+    the sampler's are, and types)."""
     gamma, T = model.gamma.gamma, model.T
     B, n = types.shape
     if t0 == 0:
-        return x0, types
+        return x0 - x0.mean(dim=1, keepdim=True), types
     g = gamma[t0].double()
     alpha, sigma = torch.sqrt(torch.sigmoid(-g)), torch.sqrt(torch.sigmoid(g))
     xh = torch.cat([x0 - x0.mean(dim=1, keepdim=True), features(types)], dim=-1).double()
@@ -66,7 +67,9 @@ def pick(data, n, seed):
 
 
 def run(model, groups, t0, seed):
-    """Per-molecule records {id: (valid, stable, stable_atoms, atoms, types_changed, n_N)} after re-noising to t0."""
+    """Per-molecule records {id: (valid, stable, stable_atoms, atoms, types_changed, n_N, displacement)} after
+    re-noising to t0; displacement is the median distance (Å) of an atom from where it started (both centred): small
+    while the structure survives the noise, about a bond length or more once atoms have swapped places."""
     gen = torch.Generator().manual_seed(seed * 100003 + t0)
     out = {}
     for n in sorted(groups):
@@ -74,11 +77,12 @@ def run(model, groups, t0, seed):
         x0 = torch.tensor(np.stack([m[1] for m in mols]))
         ty = torch.tensor(np.stack([m[2] for m in mols]))
         x, t_out = denoise_from(model, x0, ty, t0, gen)
+        moved = (x - (x0 - x0.mean(dim=1, keepdim=True))).norm(dim=-1).median(dim=1).values
         for b, (m, _, types) in enumerate(mols):
             tb = t_out[b].numpy()
             v = verdict(x[b].numpy().astype(np.float64), tb)
             out[m] = (v.smiles is not None, bool(v.stable), int(v.stable_atoms), int(v.atoms),
-                      bool((tb != types).any()), int((tb == 2).sum()))
+                      bool((tb != types).any()), int((tb == 2).sum()), float(moved[b]))
     return out
 
 
@@ -92,6 +96,7 @@ def summary(recs):
         "atom_stability": 100 * sum(x[2] for x in r) / sum(x[3] for x in r),
         "types_changed": 100 * sum(x[4] for x in r) / k,
         "N_per_molecule": sum(x[5] for x in r) / k,
+        "median_displacement": float(np.median([x[6] for x in r])),
     }
 
 

@@ -504,13 +504,13 @@ class TorchSamplerTests(unittest.TestCase):
         x0 = torch.tensor([[[0.0, 0.0, 0.0], [1.09, 0.0, 0.0], [-0.36, 1.03, 0.0]],
                            [[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]])
         ty = torch.tensor([[1, 0, 0], [3, 0, 0]])
-        # t0 = 0 is the data itself
+        centred = x0 - x0.mean(1, keepdim=True)
+        # t0 = 0 is the data itself (centred, as every output is)
         x, t = renoise.denoise_from(model, x0, ty, 0, torch.Generator().manual_seed(1))
-        self.assertTrue(torch.equal(x, x0) and torch.equal(t, ty))
+        self.assertTrue(torch.equal(x, centred) and torch.equal(t, ty))
         # t0 = 1 (σ ≈ 1.4 mÅ): even an untrained model moves atoms by hundredths of an Å at most and keeps the
         # types, and the result is centred; a wrong sign or scale in the forward or reverse step would not
         x, t = renoise.denoise_from(model, x0, ty, 1, torch.Generator().manual_seed(1))
-        centred = x0 - x0.mean(1, keepdim=True)
         self.assertLess(float((x - centred).abs().max()), 0.05)
         self.assertTrue(torch.equal(t, ty))
         np.testing.assert_allclose(x.mean(1).numpy(), 0, atol=1e-5)
@@ -525,7 +525,11 @@ class TorchSamplerTests(unittest.TestCase):
         self.assertEqual(recs[9][3], 3)
         self.assertFalse(recs[7][4] or recs[9][4])
         s = renoise.summary(recs)
-        self.assertEqual((s["molecules"], s["types_changed"], s["N_per_molecule"]), (2, 0.0, 0.0))
+        self.assertEqual((s["molecules"], s["types_changed"], s["N_per_molecule"], s["median_displacement"]),
+                         (2, 0.0, 0.0, 0.0))
+        # at t0 = 1 the atoms stay where they were (hundredths of an Å), so the structure is the data's
+        moved = renoise.summary(renoise.run(model, groups, 1, 0))["median_displacement"]
+        self.assertTrue(0 < moved < 0.05, moved)
 
     def test_a_diverged_molecule_is_skipped_not_written_as_nan(self):
         import evaluate
