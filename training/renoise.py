@@ -26,33 +26,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from edm import EnVariationalDiffusion, features, mean_free_noise  # noqa: E402
 from evaluate import mcnemar_p, verdict  # noqa: E402
-from sample_torch import step_coefficients  # noqa: E402
+from sample_torch import denoise  # noqa: E402
 
 
 @torch.no_grad()
 def denoise_from(model, x0, types, t0, generator):
     """Forward-diffuse (x0 [B,n,3], types [B,n]) to t0, then sample back to 0. Returns (positions, centred as
     the sampler's are, and types)."""
-    gamma, T = model.gamma.gamma, model.T
+    gamma = model.gamma.gamma
     B, n = types.shape
+    centred = x0 - x0.mean(dim=1, keepdim=True)
     if t0 == 0:
-        return x0 - x0.mean(dim=1, keepdim=True), types
+        return centred, types
     g = gamma[t0].double()
     alpha, sigma = torch.sqrt(torch.sigmoid(-g)), torch.sqrt(torch.sigmoid(g))
-    xh = torch.cat([x0 - x0.mean(dim=1, keepdim=True), features(types)], dim=-1).double()
+    xh = torch.cat([centred, features(types)], dim=-1).double()
     z = alpha * xh + sigma * mean_free_noise(B, n, "cpu", generator).double()
-    for t in range(t0, 0, -1):
-        _, inv_a, eps_coef, std = step_coefficients(gamma, t - 1, t)
-        eps = model(z.float(), torch.full((B,), t / T)).double()
-        z = z * inv_a - eps_coef * eps + std * mean_free_noise(B, n, "cpu", generator).double()
-        z[..., :3] -= z[..., :3].mean(dim=1, keepdim=True)
-    g0 = gamma[0].double()
-    sig0, alpha0 = torch.sqrt(torch.sigmoid(g0)), torch.sqrt(torch.sigmoid(-g0))
-    eps = model(z.float(), torch.zeros(B)).double()
-    x = (z[..., :3] - sig0 * eps[..., :3]) / alpha0 + torch.exp(g0 / 2) * mean_free_noise(B, n, "cpu", generator)[
-        ..., :3].double()
-    x -= x.mean(dim=1, keepdim=True)
-    return x.float(), z[..., 3:8].argmax(-1)
+    return denoise(model, z, list(range(t0, -1, -1)), generator)
 
 
 def pick(data, n, seed):

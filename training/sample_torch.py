@@ -41,9 +41,16 @@ def step_coefficients(gamma, s, t):
 @torch.no_grad()
 def sample(model, n, B, steps, generator):
     """B molecules of n atoms: (positions [B,n,3] in Å, types [B,n] 0..4)."""
-    gamma, T = model.gamma.gamma, model.T
     z = mean_free_noise(B, n, "cpu", generator).double()
-    ts = timesteps(steps, T)
+    return denoise(model, z, timesteps(steps, model.T), generator)
+
+
+@torch.no_grad()
+def denoise(model, z, ts, generator):
+    """EDM's reverse chain from the state z [B,n,9] (float64) at t = ts[0] down the grid ts (ending at 0), then
+    p(x | z_0): (positions [B,n,3] in Å, centred, and types [B,n] 0..4)."""
+    gamma, T = model.gamma.gamma, model.T
+    B, n = z.shape[:2]
     for t, s in zip(ts[:-1], ts[1:]):
         _, inv_a, eps_coef, std = step_coefficients(gamma, s, t)
         eps = model(z.float(), torch.full((B,), t / T)).double()
