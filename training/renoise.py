@@ -90,6 +90,28 @@ def summary(recs):
     }
 
 
+def level_contrasts(result, base):
+    """Within one run's JSON: for every t0, the molecules valid (stable) at t0 but not at `base` and the reverse,
+    with the exact McNemar p. The same molecules and noise draw are used at every t0, so the counts are paired."""
+    by = result["by_t0"]
+    if str(base) not in by:
+        raise SystemExit(f"renoise: t0 = {base} is not in this run (it has {', '.join(by)})")
+    ref = by[str(base)]["records"]
+    out = {}
+    for t0, level in by.items():
+        if t0 == str(base):
+            continue
+        recs = level["records"]
+        common = [m for m in recs if m in ref]
+        row = {}
+        for name, i in (("valid", 0), ("stable", 1)):
+            a = sum(bool(recs[m][i]) and not ref[m][i] for m in common)
+            b = sum(bool(ref[m][i]) and not recs[m][i] for m in common)
+            row[f"{name}_only_t0_vs_base"] = [a, b, mcnemar_p(a, b)]
+        out[t0] = row
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=os.path.join(os.path.dirname(HERE), "weights", "edm_qm9_9x128.safetensors"))
@@ -100,7 +122,15 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", help="write the summary and per-molecule records here")
     ap.add_argument("--paired", help="JSON of another run (same --n, --seed, --t): McNemar per t0")
+    ap.add_argument("--levels", metavar="JSON", help="no sampling: read a run's JSON and compare each t0 with "
+                    "--base (McNemar on the same molecules), e.g. how much validity t0 = 200 loses against the data")
+    ap.add_argument("--base", type=int, default=0, help="the t0 that --levels compares against (default 0: the data)")
     args = ap.parse_args()
+    if args.levels:
+        for t0, row in level_contrasts(json.load(open(args.levels)), args.base).items():
+            print(f"t0 {int(t0):4d} vs {args.base}: " + ", ".join(
+                f"{k} {a} / {b} (p = {p:.2g})" for k, (a, b, p) in row.items()))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     from train import read_safetensors

@@ -531,6 +531,25 @@ class TorchSamplerTests(unittest.TestCase):
         moved = renoise.summary(renoise.run(model, groups, 1, 0))["median_displacement"]
         self.assertTrue(0 < moved < 0.05, moved)
 
+    def test_renoise_levels_compare_each_t0_with_the_base_on_the_same_molecules(self):
+        import renoise
+
+        # records: valid, stable, ...; molecule "1" valid only at the base, "2" valid only at t0 = 200, "3" lost
+        # at both levels and stable only at the base
+        run = {"by_t0": {
+            "0": {"records": {"1": [True, True], "2": [False, False], "3": [True, True], "4": [True, True]}},
+            "200": {"records": {"1": [False, False], "2": [True, False], "3": [True, False], "4": [True, True]}},
+        }}
+        out = renoise.level_contrasts(run, 0)
+        self.assertEqual(list(out), ["200"])
+        self.assertEqual(out["200"]["valid_only_t0_vs_base"][:2], [1, 1])
+        self.assertEqual(out["200"]["stable_only_t0_vs_base"][:2], [0, 2])
+        self.assertAlmostEqual(out["200"]["valid_only_t0_vs_base"][2], 1.0)
+        self.assertAlmostEqual(out["200"]["stable_only_t0_vs_base"][2], 0.5)
+        # a base the run does not have is refused by name
+        with self.assertRaisesRegex(SystemExit, "t0 = 100 is not in this run"):
+            renoise.level_contrasts(run, 100)
+
     def test_a_diverged_molecule_is_skipped_not_written_as_nan(self):
         import evaluate
         import sample_torch
