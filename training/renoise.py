@@ -90,6 +90,18 @@ def summary(recs):
     }
 
 
+def discordant(recs, other):
+    """For valid (record field 0) and stable (1): molecules true here but not in `other`, the reverse, and the exact
+    McNemar p, over the molecules both hold (records keyed by id as str, as in the JSON)."""
+    common = [m for m in recs if str(m) in other]
+    out = {}
+    for name, i in (("valid", 0), ("stable", 1)):
+        a = sum(bool(recs[m][i]) and not other[str(m)][i] for m in common)
+        b = sum(bool(other[str(m)][i]) and not recs[m][i] for m in common)
+        out[name] = [a, b, mcnemar_p(a, b)]
+    return out
+
+
 def level_contrasts(result, base):
     """Within one run's JSON: for every t0, the molecules valid (stable) at t0 but not at `base` and the reverse,
     with the exact McNemar p. The same molecules and noise draw are used at every t0, so the counts are paired."""
@@ -97,19 +109,8 @@ def level_contrasts(result, base):
     if str(base) not in by:
         raise SystemExit(f"renoise: t0 = {base} is not in this run (it has {', '.join(by)})")
     ref = by[str(base)]["records"]
-    out = {}
-    for t0, level in by.items():
-        if t0 == str(base):
-            continue
-        recs = level["records"]
-        common = [m for m in recs if m in ref]
-        row = {}
-        for name, i in (("valid", 0), ("stable", 1)):
-            a = sum(bool(recs[m][i]) and not ref[m][i] for m in common)
-            b = sum(bool(ref[m][i]) and not recs[m][i] for m in common)
-            row[f"{name}_only_t0_vs_base"] = [a, b, mcnemar_p(a, b)]
-        out[t0] = row
-    return out
+    return {t0: {f"{name}_only_t0_vs_base": c for name, c in discordant(level["records"], ref).items()}
+            for t0, level in by.items() if t0 != str(base)}
 
 
 def main():
@@ -146,12 +147,8 @@ def main():
         recs = run(model, groups, t0, args.seed)
         s = summary(recs)
         if other and str(t0) in other["by_t0"]:
-            o = other["by_t0"][str(t0)]["records"]
-            common = [m for m in recs if str(m) in o]
-            for name, i in (("valid", 0), ("stable", 1)):
-                a = sum(recs[m][i] and not o[str(m)][i] for m in common)
-                b = sum(o[str(m)][i] and not recs[m][i] for m in common)
-                s[f"{name}_only_this_vs_other"] = [a, b, mcnemar_p(a, b)]
+            for name, c in discordant(recs, other["by_t0"][str(t0)]["records"]).items():
+                s[f"{name}_only_this_vs_other"] = c
         print(f"t0 {t0:4d}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items()),
               flush=True)
         result["by_t0"][str(t0)] = dict(s, records={str(m): r for m, r in recs.items()})

@@ -534,8 +534,8 @@ class TorchSamplerTests(unittest.TestCase):
     def test_renoise_levels_compare_each_t0_with_the_base_on_the_same_molecules(self):
         import renoise
 
-        # records: valid, stable, ...; molecule "1" valid only at the base, "2" valid only at t0 = 200, "3" lost
-        # at both levels and stable only at the base
+        # records: valid, stable, ...; molecule "1" valid and stable only at the base, "2" valid only at t0 = 200,
+        # "3" valid at both and stable only at the base, "4" the same at both
         run = {"by_t0": {
             "0": {"records": {"1": [True, True], "2": [False, False], "3": [True, True], "4": [True, True]}},
             "200": {"records": {"1": [False, False], "2": [True, False], "3": [True, False], "4": [True, True]}},
