@@ -166,13 +166,14 @@ def checkpoint_loss_scale(ck, histogram):
     return ck_norm, ck_divisors
 
 
-def diffusion_loss(model, xh, t_int, gamma, T, autocast, divisors=None, batch=None):
+def diffusion_loss(model, xh, t_int, gamma, T, autocast, divisors=None, batch=None, h_weight=1.0):
     """0.5·Σ(ε − ε̂)² / (9·N_pad) per molecule (spec §2.5) with N_pad from `divisors` (edm_divisors: EDM's
     expected weight for this atom count), summed over the batch and divided by the nominal batch size `batch`, so
     that the last, short batch of a size weighs per molecule what a full one does: every molecule weighs what it
     does in EDM's training, in expectation. divisors=None divides by each molecule's own 9·n and averages over the
-    batch's molecules (every batch weighs the same: the recipe of sessions 1-11).
-    Returns (loss, per-molecule x mse, h mse)."""
+    batch's molecules (every batch weighs the same: the recipe of sessions 1-11). `h_weight` multiplies the
+    error of the atom-type part (one-hot and charge) in the loss only (1 = EDM's l2 loss); the returned mse are
+    unweighted. Returns (loss, per-molecule x mse, h mse)."""
     B, n, _ = xh.shape
     g = gamma[t_int][:, None, None]
     alpha, sigma = torch.sqrt(torch.sigmoid(-g)), torch.sqrt(torch.sigmoid(g))
@@ -183,6 +184,7 @@ def diffusion_loss(model, xh, t_int, gamma, T, autocast, divisors=None, batch=No
     err = (eps - pred.float()) ** 2
     ex = err[..., :3].sum(dim=(1, 2))
     eh = err[..., 3:].sum(dim=(1, 2)) * (t_int != 0).float()  # at t=0 EDM's h term has no network gradient
+    eh = eh * h_weight
     if divisors is None:
         loss = (0.5 * (ex + eh) / (9 * n)).mean()
     else:
@@ -350,6 +352,8 @@ def main():
                          "end, where bond lengths are set, or with --t-low-min a middle band, where the atom types "
                          "and bonds are decided, see training/renoise.py)")
     ap.add_argument("--t-low-max", type=int, default=100)
+    ap.add_argument("--h-weight", type=float, default=1.0,
+                    help="weight of the atom-type (one-hot and charge) error in the loss; 1 = EDM's l2 loss")
     ap.add_argument("--t-low-min", type=int, default=0)
     ap.add_argument("--loss-norm", choices=["atom", "molecule"], default="atom",
                     help="'atom': divide each molecule's squared error by 9·N_pad, EDM's padded batch size, as "
@@ -376,6 +380,8 @@ def main():
     ap.add_argument("--eval-molecules", type=int, default=512)
     ap.add_argument("--log-every", type=int, default=100)
     args = ap.parse_args()
+    if not (math.isfinite(args.h_weight) and args.h_weight > 0):
+        ap.error(f"--h-weight must be a positive number (got {args.h_weight})")
     if not 0 <= args.t_low_frac <= 1 or not 0 <= args.t_low_min <= args.t_low_max:
         ap.error(f"--t-low-frac must lie in [0, 1] and --t-low-min <= --t-low-max (got {args.t_low_frac}, "
                  f"{args.t_low_min}..{args.t_low_max})")
@@ -481,7 +487,9 @@ def main():
                 f"{divisors[hi]:.2f} at {hi})")
 
     def recipe(ema_decay):
-        return f"{lr}, batch {args.batch} grouped by atom count, EMA {ema_decay}, {t_draw}, {norm}, bf16 {use_bf16}"
+        weighted = "" if args.h_weight == 1 else f"atom-type error weighted x{args.h_weight:g}, "
+        return (f"{lr}, batch {args.batch} grouped by atom count, EMA {ema_decay}, {t_draw}, {norm}, "
+                f"{weighted}bf16 {use_bf16}")
     deadline = t_start + args.minutes * 60
     last_save = last_eval = t_start
     seen0, step_in_run = prov["molecules_seen"], 0
@@ -544,7 +552,8 @@ def main():
             if args.t_low_frac > 0:
                 low = torch.rand(len(ids), device=dev) < args.t_low_frac
                 t_int = torch.where(low, torch.randint(args.t_low_min, args.t_low_max + 1, (len(ids),), device=dev), t_int)
-            loss, _, _ = diffusion_loss(step_model, xh, t_int, gamma, T, autocast, divisors, args.batch)
+            loss, _, _ = diffusion_loss(step_model, xh, t_int, gamma, T, autocast, divisors, args.batch,
+                                     args.h_weight)
             finite = bool(torch.isfinite(loss))
             stop_run = streak.record(finite)
             if not finite:

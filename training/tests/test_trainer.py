@@ -318,6 +318,12 @@ class TrainingTests(unittest.TestCase):
         self.assertAlmostEqual(float(per_atom), float(by_hand), places=5)
         # a short batch (4 molecules where 16 is the batch size) weighs per molecule what a full one does
         self.assertAlmostEqual(float(loss({9: 24.5}, 16)[0]), float(per_atom) / 4, places=6)
+        # --h-weight scales the atom-type error in the loss only; the reported errors stay unweighted
+        weighted, ex3, eh3 = loss({9: 24.5}, 4, 3.0)
+        self.assertTrue(torch.equal(ex, ex3) and torch.equal(eh, eh3))
+        by_hand3 = 0.5 * (ex * 27 + 3.0 * eh * 54 * (t_int != 0)).sum() / (9 * 24.5) / 4
+        self.assertAlmostEqual(float(weighted), float(by_hand3), places=5)
+        self.assertGreater(float(weighted), float(per_atom))
 
     def test_amsgrad_switches_on_in_a_state_saved_without_it(self):
         torch.manual_seed(2)
