@@ -135,14 +135,17 @@ def edm_divisors(batch, histogram=N_NODES_HISTOGRAM):
     return out
 
 
-def stale_optimizer(ck_loss_norm, ck_divisors, loss_norm, divisors):
+def stale_optimizer(ck_loss_norm, ck_divisors, loss_norm, divisors, ck_h_weight=1.0, h_weight=1.0):
     """Why a checkpoint's optimizer must not be resumed, or None when it may: AMSGrad keeps the largest second
     moment it has seen, so moments gathered on another loss scale would damp (or inflate) every later step. The
     scale is set by the loss normalisation and, for 'atom', by its divisors, which change with the training
-    split's sizes and the batch. Divisors of None (unknown) are taken to match; train.py rebuilds those of a
-    checkpoint written before they were recorded from its --batch and the data loaded now."""
+    split's sizes and the batch, and by the weight of the atom-type error (--h-weight; a lower one would leave
+    the type-driven parameters damped for good). Divisors of None (unknown) are taken to match; train.py rebuilds
+    those of a checkpoint written before they were recorded from its --batch and the data loaded now."""
     if ck_loss_norm != loss_norm:
         return f"it was trained with --loss-norm {ck_loss_norm}, this run uses {loss_norm}"
+    if not math.isclose(ck_h_weight, h_weight, rel_tol=1e-9):
+        return f"it was trained with --h-weight {ck_h_weight:g}, this run uses {h_weight:g}"
     if ck_divisors is None or divisors is None:
         return None
     def show(v):
@@ -164,6 +167,11 @@ def checkpoint_loss_scale(ck, histogram):
     if ck_divisors is None and ck_norm == "atom" and "batch" in ck_args:
         ck_divisors = edm_divisors(ck_args["batch"], histogram)
     return ck_norm, ck_divisors
+
+
+def checkpoint_h_weight(ck):
+    """The --h-weight a full checkpoint was trained with (1, EDM's loss, for those written before the flag)."""
+    return float(ck.get("args", {}).get("h_weight", 1.0))
 
 
 def diffusion_loss(model, xh, t_int, gamma, T, autocast, divisors=None, batch=None, h_weight=1.0):
@@ -352,9 +360,9 @@ def main():
                          "end, where bond lengths are set, or with --t-low-min a middle band, where the atom types "
                          "and bonds are decided, see training/renoise.py)")
     ap.add_argument("--t-low-max", type=int, default=100)
+    ap.add_argument("--t-low-min", type=int, default=0)
     ap.add_argument("--h-weight", type=float, default=1.0,
                     help="weight of the atom-type (one-hot and charge) error in the loss; 1 = EDM's l2 loss")
-    ap.add_argument("--t-low-min", type=int, default=0)
     ap.add_argument("--loss-norm", choices=["atom", "molecule"], default="atom",
                     help="'atom': divide each molecule's squared error by 9·N_pad, EDM's padded batch size, as "
                          "EDM's batches give it in expectation (spec §2.5: about every atom weighs the same); "
@@ -445,7 +453,8 @@ def main():
     divisors = edm_divisors(args.batch, sizes) if args.loss_norm == "atom" else None
     if from_ckpt:
         ck_norm, ck_divisors = checkpoint_loss_scale(ck, sizes)
-        why = stale_optimizer(ck_norm, ck_divisors, args.loss_norm, divisors)
+        why = stale_optimizer(ck_norm, ck_divisors, args.loss_norm, divisors, checkpoint_h_weight(ck),
+                              args.h_weight)
         if why is None:
             opt.load_state_dict(ck["opt"])
             fresh_opt = False
@@ -467,7 +476,8 @@ def main():
     clip = GradClipper()
     threads = torch.get_num_threads()
     log(f"device {dev} threads {threads} bf16 {use_bf16} compiled {args.compile} model {args.layers}x{args.nf} "
-        f"({count_params(model):,} params) batch {args.batch} lr {args.lr} ema {args.ema} -> {out_path}")
+        f"({count_params(model):,} params) batch {args.batch} lr {args.lr} ema {args.ema} "
+        f"h-weight {args.h_weight:g} -> {out_path}")
     log(f"provenance so far: {json.dumps(prov)}")
 
     stop = {"flag": False}

@@ -95,6 +95,15 @@ class TrainingTests(unittest.TestCase):
                          "its loss divisor at 5 atoms was none, this run's data and --batch give 5.00")
         self.assertEqual(stale("atom", {3: 4.0, 9: 9.0}, "atom", {3: 4.0}),
                          "its loss divisor at 9 atoms was 9.00, this run's data and --batch give none")
+        # another weight of the atom-type error is another loss scale, either way; the same one is not
+        self.assertIsNone(stale("atom", qm9, "atom", qm9, 3.0, 3.0))
+        self.assertEqual(stale("atom", qm9, "atom", qm9, 3.0, 1.0),
+                         "it was trained with --h-weight 3, this run uses 1")
+        self.assertEqual(stale("atom", qm9, "atom", qm9, 1.0, 2.5),
+                         "it was trained with --h-weight 1, this run uses 2.5")
+        # a checkpoint from before the flag trained with EDM's loss (weight 1)
+        self.assertEqual(train.checkpoint_h_weight({"args": {"batch": 64}}), 1.0)
+        self.assertEqual(train.checkpoint_h_weight({"args": {"h_weight": 3.0}}), 3.0)
 
     def test_an_older_checkpoints_loss_scale_is_rebuilt_from_its_batch(self):
         """A checkpoint saved before divisors were recorded: its divisors come from its --batch on the data loaded
@@ -186,6 +195,15 @@ class TrainingTests(unittest.TestCase):
             # continued from the checkpoint's slow average, not restarted from the (much further) fast EMA
             self.assertLess(moved(again), 0.5 * moved(fast))
             self.assertGreater(sum(float((again[k] - slow[k]).norm()) for k in init), 0.0)
+            # the same loss but another weight of the atom-type error: the optimizer starts afresh again, and the
+            # weight reaches the recipe recorded with the weights
+            out = subprocess.run(cmd + ["--resume", start, "--max-steps", "10", "--loss-norm", "molecule",
+                                        "--no-amsgrad", "--h-weight", "2"], capture_output=True, text=True,
+                                 timeout=300)
+            self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+            self.assertIn("with a fresh optimizer: it was trained with --h-weight 1, this run uses 2", out.stdout)
+            _, cfg_h = train.read_safetensors(os.path.join(d, "w.safetensors"))
+            self.assertIn("atom-type error weighted x2, bf16", cfg_h["provenance"]["recipe"])
 
     def test_broken_data_or_weights_stop_with_a_clear_error(self):
         """NaN in the data is refused on loading; weights that overflow every loss stop the run after a few
@@ -324,6 +342,9 @@ class TrainingTests(unittest.TestCase):
         by_hand3 = 0.5 * (ex * 27 + 3.0 * eh * 54 * (t_int != 0)).sum() / (9 * 24.5) / 4
         self.assertAlmostEqual(float(weighted), float(by_hand3), places=5)
         self.assertGreater(float(weighted), float(per_atom))
+        # and in the per-molecule normalisation (each molecule's own 9·n, mean over the batch)
+        by_hand_m = (0.5 * (ex * 27 + 3.0 * eh * 54 * (t_int != 0)) / (9 * 9)).mean()
+        self.assertAlmostEqual(float(loss(None, None, 3.0)[0]), float(by_hand_m), places=5)
 
     def test_amsgrad_switches_on_in_a_state_saved_without_it(self):
         torch.manual_seed(2)
