@@ -20,8 +20,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from edm import EnVariationalDiffusion  # noqa: E402
-from train import (Data, GradClipper, add_model_args, diffusion_loss, edm_divisors, optimizer_step,  # noqa: E402
-                   trained)
+from train import (Data, GradClipper, add_model_args, bf16_choice, cpu_flags, diffusion_loss, edm_divisors,  # noqa: E402
+                   optimizer_step, trained)
 
 
 def main():
@@ -31,12 +31,15 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--steps", type=int, default=40, help="training steps per round and mode")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                    help="bf16 autocast, as train.py: 'auto' = on CUDA and on CPUs with bf16 instructions")
+    ap.add_argument("--no-bf16", dest="bf16", action="store_const", const="off", help="the same as --bf16 off")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dev = torch.device(args.device)
+    use_bf16, bf16_why = bf16_choice(args.bf16, dev.type, cpu_flags() if dev.type == "cpu" else None)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # as train.py on CUDA
     data = Data(args.data, dev)
@@ -51,7 +54,7 @@ def main():
     modes = {"eager": model, "compiled": torch.compile(model, dynamic=True)}
 
     def autocast():
-        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=not args.no_bf16)
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     def step(m, ids):
         xh = data.gather(ids)
@@ -66,7 +69,7 @@ def main():
 
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"model {args.layers}x{args.nf}, batch {args.batch}, PyTorch {torch.__version__} on {where}, "
-          f"bf16 {not args.no_bf16}")
+          f"bf16 {use_bf16} ({bf16_why})")
     start = time.perf_counter()
     for ids in batches[:3]:
         step(modes["compiled"], ids)

@@ -7,7 +7,7 @@
 Recipe (EDM's unless a flag says otherwise): ε-prediction, l2 loss normalised by 9·N_pad as EDM's padded
 batches give it in expectation, t uniform over {0..T} (at t = 0 only the x error trains, spec §2.5 step 6),
 AdamW with AMSGrad, EDM's adaptive gradient clipping, EMA of the weights. Batches hold molecules of one atom
-count (no padding). bf16 autocast on CPU and CUDA (flag --no-bf16).
+count (no padding). bf16 autocast on CUDA, and on a CPU with bf16 instructions (flag --bf16 auto|on|off).
 
 Resuming: `--resume` names a safetensors file written by this script (or converted from the original EDM); its
 EMA weights seed both the trained model and the EMA (fresh optimizer), and its provenance counters continue.
@@ -59,6 +59,41 @@ class NonFiniteStreak:
 def log(msg, fh=None):
     line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
     print(line, flush=True)
+
+
+# CPU flags (/proc/cpuinfo) of instructions that compute in bf16; without them PyTorch emulates bf16 matmuls
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU's feature flags from the first `flags` line of /proc/cpuinfo, or None where it cannot be read
+    (not Linux)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def bf16_choice(mode, device_type, flags=None):
+    """Whether to train under bf16 autocast, and why (for the log). 'on' and 'off' are obeyed. 'auto' turns it on
+    for CUDA, and on the CPU only where the CPU computes in bf16 (one of BF16_CPU_FLAGS): on the Zen 4 of
+    ../shared/training-notes.md (avx512_bf16) bf16 trained 1.44x faster than f32, while on a Zen 3 (AVX2 only,
+    session 21) it ran about 8x slower than f32 (27 steps in ~5.5 minutes against 44.8 molecules/s), on one busy
+    core, the bf16 products being emulated."""
+    if mode in ("on", "off"):
+        return mode == "on", f"--bf16 {mode}"
+    if device_type == "cuda":
+        return True, "auto: CUDA"
+    if flags is None:
+        return False, "auto: CPU flags unknown, f32"
+    have = sorted(f for f in BF16_CPU_FLAGS if f in flags)
+    if have:
+        return True, f"auto: the CPU has {', '.join(have)}"
+    return False, f"auto: the CPU has none of {', '.join(BF16_CPU_FLAGS)} (bf16 would be emulated), f32"
 
 
 def learning_rate(base, step, warmup, decay, left):
@@ -332,7 +367,7 @@ def evaluate(model, data, ids, T, gamma, autocast, batch):
     return res
 
 
-def main():
+def build_parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(ap)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -352,7 +387,10 @@ def main():
     ap.add_argument("--ckpt", default=None, help="full checkpoint path (default training/runs/<name>.pt)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                    help="bf16 autocast: 'auto' = on CUDA and on CPUs with bf16 instructions (avx512_bf16, "
+                         "amx_bf16), f32 elsewhere, where bf16 is emulated and several times slower")
+    ap.add_argument("--no-bf16", dest="bf16", action="store_const", const="off", help="the same as --bf16 off")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--t-low-frac", type=float, default=0.0,
                     help="fraction of molecules whose t is drawn from {--t-low-min..--t-low-max} instead of {0..T} "
@@ -387,6 +425,11 @@ def main():
     ap.add_argument("--eval-minutes", type=float, default=30.0)
     ap.add_argument("--eval-molecules", type=int, default=512)
     ap.add_argument("--log-every", type=int, default=100)
+    return ap
+
+
+def main():
+    ap = build_parser()
     args = ap.parse_args()
     if not (math.isfinite(args.h_weight) and args.h_weight > 0):
         ap.error(f"--h-weight must be a positive number (got {args.h_weight})")
@@ -401,7 +444,7 @@ def main():
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    use_bf16 = not args.no_bf16
+    use_bf16, bf16_why = bf16_choice(args.bf16, dev.type, cpu_flags() if dev.type == "cpu" else None)
 
     def autocast():
         return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
@@ -475,7 +518,8 @@ def main():
     step_model = torch.compile(model, dynamic=True) if args.compile else model
     clip = GradClipper()
     threads = torch.get_num_threads()
-    log(f"device {dev} threads {threads} bf16 {use_bf16} compiled {args.compile} model {args.layers}x{args.nf} "
+    log(f"device {dev} threads {threads} bf16 {use_bf16} ({bf16_why}) compiled {args.compile} "
+        f"model {args.layers}x{args.nf} "
         f"({count_params(model):,} params) batch {args.batch} lr {args.lr} ema {args.ema} "
         f"h-weight {args.h_weight:g} -> {out_path}")
     log(f"provenance so far: {json.dumps(prov)}")

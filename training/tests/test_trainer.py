@@ -1,5 +1,7 @@
 """Tests of the PyTorch side: model parity with the golden fixture, EDM's parameter layout, the schedule,
 that training reduces the loss, export/resume, and the QM9 CSV parser."""
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -67,6 +69,38 @@ class ModelTests(unittest.TestCase):
 
 
 class TrainingTests(unittest.TestCase):
+    def test_bf16_is_chosen_only_where_the_cpu_computes_in_it(self):
+        choose = train.bf16_choice
+        zen3 = {"fpu", "avx", "avx2", "fma"}  # no bf16 instructions: bf16 would be emulated
+        zen4 = zen3 | {"avx512f", "avx512_bf16"}
+        spr = zen3 | {"avx512f", "amx_tile", "amx_bf16"}
+        self.assertFalse(choose("auto", "cpu", zen3)[0])
+        self.assertIn("f32", choose("auto", "cpu", zen3)[1])
+        self.assertTrue(choose("auto", "cpu", zen4)[0])
+        self.assertIn("avx512_bf16", choose("auto", "cpu", zen4)[1])
+        self.assertTrue(choose("auto", "cpu", spr)[0])
+        self.assertFalse(choose("auto", "cpu", None)[0], "unknown flags: the safe choice is f32")
+        self.assertTrue(choose("auto", "cuda", None)[0])
+        self.assertTrue(choose("on", "cpu", zen3)[0], "an explicit choice is obeyed")
+        self.assertFalse(choose("off", "cpu", zen4)[0])
+        self.assertFalse(choose("off", "cuda", None)[0])
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "cpuinfo")
+            with open(path, "w") as f:
+                f.write("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx2 avx512_bf16\n\n"
+                        "processor\t: 1\nflags\t\t: fpu\n")
+            self.assertEqual(train.cpu_flags(path), {"fpu", "avx2", "avx512_bf16"})
+            self.assertIsNone(train.cpu_flags(os.path.join(d, "missing")))
+
+    def test_no_bf16_flag_is_the_same_as_bf16_off(self):
+        # --no-bf16 is what older commands and the model card's recipes type; it must still mean f32
+        parse = train.build_parser().parse_args
+        self.assertEqual(parse([]).bf16, "auto")
+        self.assertEqual(parse(["--no-bf16"]).bf16, "off")
+        self.assertEqual(parse(["--bf16", "on"]).bf16, "on")
+        with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+            parse(["--bf16", "maybe"])
+
     def test_learning_rate_warm_up_and_decay(self):
         lr = train.learning_rate
         self.assertAlmostEqual(lr(1e-4, 0, 200, True, 1.0), 5e-7)
