@@ -82,12 +82,14 @@ def bf16_choice(mode, device_type, flags=None):
     """Whether to train under bf16 autocast, and why (for the log). 'on' and 'off' are obeyed. 'auto' turns it on
     for CUDA, and on the CPU only where the CPU computes in bf16 (one of BF16_CPU_FLAGS): on the Zen 4 of
     ../shared/training-notes.md (avx512_bf16) bf16 trained 1.44x faster than f32, while on a Zen 3 (AVX2 only,
-    session 21) it ran about 8x slower than f32 (27 steps in ~5.5 minutes against 44.8 molecules/s), on one busy
-    core, the bf16 products being emulated."""
+    session 21) a chunk ran at about 6 molecules/s against 44.8 in f32 (bf16 kept one core busy, f32 both), the
+    bf16 products being emulated. Where the flags cannot be read, f32 is the cautious choice."""
     if mode in ("on", "off"):
         return mode == "on", f"--bf16 {mode}"
     if device_type == "cuda":
         return True, "auto: CUDA"
+    if device_type != "cpu":
+        return False, f"auto: {device_type}, f32"
     if flags is None:
         return False, "auto: CPU flags unknown, f32"
     have = sorted(f for f in BF16_CPU_FLAGS if f in flags)

@@ -84,6 +84,7 @@ class TrainingTests(unittest.TestCase):
         self.assertTrue(choose("on", "cpu", zen3)[0], "an explicit choice is obeyed")
         self.assertFalse(choose("off", "cpu", zen4)[0])
         self.assertFalse(choose("off", "cuda", None)[0])
+        self.assertEqual(choose("auto", "mps", None), (False, "auto: mps, f32"))
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "cpuinfo")
             with open(path, "w") as f:
@@ -91,9 +92,12 @@ class TrainingTests(unittest.TestCase):
                         "processor\t: 1\nflags\t\t: fpu\n")
             self.assertEqual(train.cpu_flags(path), {"fpu", "avx2", "avx512_bf16"})
             self.assertIsNone(train.cpu_flags(os.path.join(d, "missing")))
+            with open(path, "w") as f:  # no flags line (e.g. aarch64 names them "Features"): unknown
+                f.write("processor\t: 0\nFeatures\t: fp asimd\n")
+            self.assertIsNone(train.cpu_flags(path))
 
     def test_no_bf16_flag_is_the_same_as_bf16_off(self):
-        # --no-bf16 is what older commands and the model card's recipes type; it must still mean f32
+        # --no-bf16 is what older commands type (session 21's pre-registered chunk, 539f602); it must still mean f32
         parse = train.build_parser().parse_args
         self.assertEqual(parse([]).bf16, "auto")
         self.assertEqual(parse(["--no-bf16"]).bf16, "off")
@@ -176,7 +180,7 @@ class TrainingTests(unittest.TestCase):
             cmd = [sys.executable, os.path.join(ROOT, "training", "train.py"), "--data", data, "--nf", "8",
                    "--layers", "1", "--batch", "4", "--lr", "1e-2", "--warmup", "1", "--ema", "0.9",
                    "--ema-slow", "0.999", "--threads", "1", "--eval-molecules", "4", "--precision", "f32",
-                   "--out-dir", d, "--name", "w.safetensors", "--ckpt", os.path.join(d, "w.pt")]
+                   "--out-dir", d, "--name", "w.safetensors", "--ckpt", os.path.join(d, "w.pt"), "--no-bf16"]
             # step counts, not a time budget: how far each average moves must not depend on the machine's speed
             cmd += ["--minutes", "3"]  # a backstop below the 300-s timeout, should the steps never come
             wall = time.time()
@@ -185,6 +189,8 @@ class TrainingTests(unittest.TestCase):
             wall = time.time() - wall
             self.assertEqual(out.returncode, 0, out.stderr[-2000:])
             self.assertIn("final eval (EMA 0.999,", out.stdout)
+            # the precision flag reaches the run, and its reason is logged and recorded
+            self.assertIn("bf16 False (--bf16 off)", out.stdout)
             init, _ = train.read_safetensors(start)
             fast, cfg_fast = train.read_safetensors(os.path.join(d, "w.safetensors"))
             slow, cfg_slow = train.read_safetensors(os.path.join(d, "w.ema0.999.safetensors"))
@@ -194,6 +200,7 @@ class TrainingTests(unittest.TestCase):
             # divisors from the data trained on, not from QM9: molecules of 4 atoms only pad to 4 in EDM's batches
             self.assertIn("error / (9·N_pad) in EDM's expectation (N_pad 4.00 at 4 atoms, 4.00 at 4)", recipe)
             self.assertIn("AdamW (AMSGrad) lr 0.01", recipe)
+            self.assertTrue(recipe.endswith("bf16 False"), recipe)
             self.assertIn("EMA 0.999,", cfg_slow["provenance"]["recipe"])
             self.assertEqual(cfg_slow["provenance"]["steps"], 60)
             # a sanity check of the CPU time the process got (one thread): above 0 and within the run's wall time
