@@ -20,8 +20,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from edm import EnVariationalDiffusion  # noqa: E402
-from train import (Data, GradClipper, add_model_args, bf16_choice, cpu_flags, diffusion_loss, edm_divisors,  # noqa: E402
-                   optimizer_step, trained)
+from train import (Data, GradClipper, add_model_args, add_precision_args, bf16_choice, cpu_flags,  # noqa: E402
+                   diffusion_loss, edm_divisors, optimizer_step, trained)
 
 
 def main():
@@ -31,9 +31,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--steps", type=int, default=40, help="training steps per round and mode")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
-                    help="bf16 autocast, as train.py: 'auto' = on CUDA and on CPUs with bf16 instructions")
-    ap.add_argument("--no-bf16", dest="bf16", action="store_const", const="off", help="the same as --bf16 off")
+    add_precision_args(ap)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

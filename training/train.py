@@ -275,6 +275,14 @@ def add_model_args(ap):
     ap.add_argument("--batch", type=int, default=64)
 
 
+def add_precision_args(ap):
+    """The bf16 flags the trainer and its benchmark share; read with bf16_choice."""
+    ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                    help="bf16 autocast: 'auto' = on CUDA and on CPUs with bf16 instructions (avx512_bf16, "
+                         "amx_bf16), f32 elsewhere, where bf16 is emulated and several times slower")
+    ap.add_argument("--no-bf16", dest="bf16", action="store_const", const="off", help="the same as --bf16 off")
+
+
 class GradClipper:
     """EDM's adaptive clipping: max = 1.5·mean(Q) + 2·std(Q) over the last 50 (clipped) norms, Q starts at [3000]."""
 
@@ -389,10 +397,7 @@ def build_parser():
     ap.add_argument("--ckpt", default=None, help="full checkpoint path (default training/runs/<name>.pt)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
-                    help="bf16 autocast: 'auto' = on CUDA and on CPUs with bf16 instructions (avx512_bf16, "
-                         "amx_bf16), f32 elsewhere, where bf16 is emulated and several times slower")
-    ap.add_argument("--no-bf16", dest="bf16", action="store_const", const="off", help="the same as --bf16 off")
+    add_precision_args(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--t-low-frac", type=float, default=0.0,
                     help="fraction of molecules whose t is drawn from {--t-low-min..--t-low-max} instead of {0..T} "
