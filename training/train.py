@@ -98,6 +98,14 @@ def bf16_choice(mode, device_type, flags=None):
     return False, f"auto: the CPU has none of {', '.join(BF16_CPU_FLAGS)} (bf16 would be emulated), f32"
 
 
+def chunk_seeds(seed, molecules_seen):
+    """The torch seed and numpy generator of a chunk that starts after `molecules_seen` molecules: the same for the
+    same start and --seed, different for another start (a resumed chunk does not repeat its predecessor's draws)."""
+    ss = np.random.SeedSequence([seed, molecules_seen])
+    torch_ss, np_ss = ss.spawn(2)
+    return int(torch_ss.generate_state(1, np.uint64)[0]), np.random.default_rng(np_ss)
+
+
 def learning_rate(base, step, warmup, decay, left):
     """Learning rate of step `step` of this run: linear warm-up over `warmup` steps (a fresh optimizer), then
     `base`, or with `decay` linearly down to 5 % of `base` as the budget runs out (`left` = fraction left)."""
@@ -398,7 +406,9 @@ def build_parser():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
     add_precision_args(ap)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seeds the initial weights (from scratch) and, with the molecules seen so far, the chunk's "
+                         "batch order, t and noise: a chunk rerun from the same weights draws the same")
     ap.add_argument("--t-low-frac", type=float, default=0.0,
                     help="fraction of molecules whose t is drawn from {--t-low-min..--t-low-max} instead of {0..T} "
                          "(0 = EDM's uniform t; an experiment to train one band of noise levels more: the low-noise "
@@ -438,6 +448,8 @@ def build_parser():
 def main():
     ap = build_parser()
     args = ap.parse_args()
+    if args.seed < 0:
+        ap.error(f"--seed must be 0 or more (got {args.seed})")
     if not (math.isfinite(args.h_weight) and args.h_weight > 0):
         ap.error(f"--h-weight must be a positive number (got {args.h_weight})")
     if not 0 <= args.t_low_frac <= 1 or not 0 <= args.t_low_min <= args.t_low_max:
@@ -456,8 +468,7 @@ def main():
     def autocast():
         return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
 
-    torch.manual_seed(args.seed + int(time.time()))
-    rng = np.random.default_rng(args.seed + int(time.time()))
+    torch.manual_seed(args.seed)  # the initial weights of a run from scratch
     name = args.name or f"edm_qm9_{args.layers}x{args.nf}.safetensors"
     out_path = os.path.join(args.out_dir, name)
     ckpt_path = args.ckpt or os.path.join(HERE, "runs", name.replace(".safetensors", ".pt"))
@@ -490,6 +501,11 @@ def main():
         log("training from scratch")
     for p in ema.parameters():
         p.requires_grad_(False)
+    # batch order, t and noise: fixed by --seed and where the chunk starts, so a chunk can be rerun (on the same
+    # machine and thread count; an --lr-decay chunk whose clock runs out before --max-steps decays by wall time)
+    # and the next chunk from its weights draws afresh
+    torch_seed, rng = chunk_seeds(args.seed, prov["molecules_seen"])
+    torch.manual_seed(torch_seed)
     slow = slow_path = None
     if args.ema_slow:
         slow = EnVariationalDiffusion(args.nf, args.layers).to(dev)

@@ -246,6 +246,52 @@ class TrainingTests(unittest.TestCase):
             _, cfg_h = train.read_safetensors(os.path.join(d, "w.safetensors"))
             self.assertIn("atom-type error weighted x2, bf16", cfg_h["provenance"]["recipe"])
 
+    def test_chunk_seeds_follow_the_seed_and_the_start(self):
+        same = [train.chunk_seeds(26, 1000) for _ in range(2)]
+        self.assertEqual(same[0][0], same[1][0])
+        self.assertEqual(same[0][1].integers(1 << 62, size=4).tolist(), same[1][1].integers(1 << 62, size=4).tolist())
+        for other in (train.chunk_seeds(27, 1000), train.chunk_seeds(26, 1064)):
+            self.assertNotEqual(other[0], same[0][0])
+        # the torch and numpy streams are not the same numbers
+        torch_seed, rng = train.chunk_seeds(0, 0)
+        self.assertNotEqual(torch_seed, int(rng.integers(0, 2**63)))
+
+    def test_a_chunk_rerun_with_its_seed_trains_the_same_weights(self):
+        """Two short real runs of train.py from the same weights with the same --seed write the same weights (batch
+        order, t and noise drawn alike); another --seed writes other weights. A negative seed is refused."""
+        rng = np.random.default_rng(1)
+        n_mol, n_at = 24, 4
+        with tempfile.TemporaryDirectory() as d:
+            data = os.path.join(d, "tiny.npz")
+            np.savez(data, positions=rng.normal(size=(n_mol * n_at, 3)).astype(np.float32),
+                     types=rng.integers(0, 5, n_mol * n_at).astype(np.uint8),
+                     offsets=np.arange(0, n_mol * n_at + 1, n_at, dtype=np.int64),
+                     train=np.arange(16), valid=np.arange(16, 20), test=np.arange(20, 24))
+            torch.manual_seed(4)
+            start = os.path.join(d, "start.safetensors")
+            self.assertTrue(train.save_weights(start, edm.EnVariationalDiffusion(8, 1), {}))
+
+            def run(name, seed):
+                cmd = [sys.executable, os.path.join(ROOT, "training", "train.py"), "--data", data, "--nf", "8",
+                       "--layers", "1", "--batch", "4", "--lr", "1e-2", "--warmup", "1", "--ema", "0.9",
+                       "--threads", "1", "--eval-molecules", "4", "--precision", "f32", "--no-bf16",
+                       "--out-dir", d, "--name", f"{name}.safetensors", "--ckpt", os.path.join(d, f"{name}.pt"),
+                       "--resume", start, "--max-steps", "20", "--minutes", "3", "--seed", str(seed)]
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+                self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+                return train.read_safetensors(os.path.join(d, f"{name}.safetensors"))[0]
+
+            a, b, c = run("a", 7), run("b", 7), run("c", 8)
+            init, _ = train.read_safetensors(start)
+            self.assertGreater(sum(float((a[k] - init[k]).norm()) for k in init), 0.0, "the run trained")
+            for k in init:
+                self.assertTrue(torch.equal(a[k], b[k]), f"{k} differs between two runs with --seed 7")
+            self.assertGreater(sum(float((a[k] - c[k]).norm()) for k in init), 0.0, "--seed 8 drew the same")
+            out = subprocess.run([sys.executable, os.path.join(ROOT, "training", "train.py"), "--data", data,
+                                  "--seed", "-1"], capture_output=True, text=True, timeout=120)
+            self.assertEqual(out.returncode, 2)
+            self.assertIn("--seed must be 0 or more (got -1)", out.stderr)
+
     def test_broken_data_or_weights_stop_with_a_clear_error(self):
         """NaN in the data is refused on loading; weights that overflow every loss stop the run after a few
         batches with an error, instead of skipping batches until the time budget ends."""
