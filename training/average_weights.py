@@ -12,7 +12,8 @@ started from the shipped file. Provenance: the compute counters (molecules, epoc
 GPU-minutes) are the smallest input's plus every other input's excess over it. That is the total compute spent
 when the inputs are siblings that each continued the smallest one (or its twin) independently; it overstates
 the total when one input continued another (files along one chain, e.g. 159 -> 162 -> 166 epochs, would count
-the shared stretch twice). The configuration is the inputs' own; the list of inputs is recorded under
+the shared stretch twice): for those, `--chain` records the last file's counters (the largest), the compute of the
+whole chain. The configuration is the inputs' own; the list of inputs is recorded under
 `averaged_from`.
 """
 import argparse
@@ -69,14 +70,17 @@ def average(paths, coefficients):
     return acc, first_cfg, provs
 
 
-def combined_provenance(paths, provs, coefficients):
+def combined_provenance(paths, provs, coefficients, chain=False):
+    """Compute counters of the average: siblings (default) add each input's excess over the smallest; a `chain`
+    (each input continued the previous one) spent only its last, largest input's compute."""
     base = min(range(len(provs)), key=lambda i: provs[i].get("molecules_seen", 0))
+    last = max(range(len(provs)), key=lambda i: provs[i].get("molecules_seen", 0))
     out = {}
     for key in COUNTERS:
         vals = [p.get(key) for p in provs]
         if any(v is None for v in vals):
             continue
-        total = vals[base] + sum(v - vals[base] for v in vals)
+        total = vals[last] if chain else vals[base] + sum(v - vals[base] for v in vals)
         out[key] = int(total) if isinstance(vals[base], int) else float(total)
     out["averaged_from"] = [{"file": os.path.relpath(p), "coefficient": round(c, 6), "epochs": pr.get("epochs"),
                              "recipe": pr.get("recipe")} for p, pr, c in zip(paths, provs, coefficients)]
@@ -92,13 +96,16 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--weights-of", type=float, nargs="+", help="averaging coefficients (default: equal)")
     ap.add_argument("--precision", choices=["f16", "f32"], default="f16")
+    ap.add_argument("--chain", action="store_true",
+                    help="the inputs lie along one chain (each continued the one before): count the last file's "
+                         "compute, not the sum of every file's excess over the smallest")
     args = ap.parse_args(argv)
     coefficients = args.weights_of or [1.0 / len(args.inputs)] * len(args.inputs)
     try:
         acc, cfg, provs = average(args.inputs, coefficients)
     except (ValueError, OSError) as e:
         sys.exit(f"average_weights: {e}")
-    prov = combined_provenance(args.inputs, provs, coefficients)
+    prov = combined_provenance(args.inputs, provs, coefficients, args.chain)
     if not write_weights(args.out, acc, cfg, prov, args.precision):
         sys.exit(f"average_weights: {args.out} not written")
     print(f"wrote {args.out}: average of {len(args.inputs)} files, {prov.get('epochs')} epochs of compute")

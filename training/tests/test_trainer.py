@@ -536,6 +536,14 @@ class TrainingTests(unittest.TestCase):
             self.assertEqual(prov["molecules_seen"], 160)
             self.assertAlmostEqual(prov["cpu_hours"], 1.5)
             self.assertEqual([x["coefficient"] for x in prov["averaged_from"]], [0.25, 0.75])
+            # three files: siblings of the smallest add their excess; a chain spent only its last file's compute
+            pc3 = os.path.join(d, "c3.safetensors")
+            train.save_weights(pc3, b, {"molecules_seen": 220, "epochs": 0.0022, "cpu_hours": 2.5, "chunks": 3})
+            for flags, molecules, hours, chunks in (([], 280, 3.0, 4), (["--chain"], 220, 2.5, 3)):
+                average_weights.main([pb, pa, pc3, "--out", out, *flags])
+                prov = train.read_safetensors(out)[1]["provenance"]
+                self.assertEqual((prov["molecules_seen"], prov["chunks"]), (molecules, chunks), flags)
+                self.assertAlmostEqual(prov["cpu_hours"], hours)
             # a different width, a changed noise schedule, a non-finite weight: refused, naming the file
             c = edm.EnVariationalDiffusion(16, 2)
             pc = os.path.join(d, "c.safetensors")
