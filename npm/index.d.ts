@@ -96,5 +96,7 @@ export declare class Generator {
   sample(options?: SampleOptions): AsyncGenerator<Frame, void, void>;
   /** destroys the WebGPU device (a test of loss handling): the run restarts on the CPU from step 0 */
   simulateGpuLoss(): void;
+  /** a GPU call the device refuses, the device staying up (a test of GpuError handling): handled like a loss */
+  simulateGpuError(): void;
   dispose(): void;
 }

@@ -167,6 +167,16 @@ export class Generator {
     this.#worker.postMessage({ type: 'simulate-gpu-loss' });
   }
 
+  /**
+   * Makes a GPU call that the device refuses (an invalid buffer) while the device stays up, as a driver or shader
+   * bug would, to test a page's handling of a failed GPU computation: handled like a loss (the running sample()
+   * restarts on the CPU, `backend` becomes 'cpu', the GPU's message in `fallbackReason`). Does nothing on the CPU
+   * backend.
+   */
+  simulateGpuError() {
+    this.#worker.postMessage({ type: 'simulate-gpu-error' });
+  }
+
   /** Ends the worker. */
   dispose() {
     this.#worker.terminate();

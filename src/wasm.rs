@@ -368,6 +368,16 @@ impl Generator {
         }
     }
 
+    /// Makes a GPU call the device refuses (an invalid buffer), as a driver or shader bug would on a device that
+    /// stays up: the next step fails with a `GpuError`. Lets a page test its handling of a failed GPU call (the
+    /// bundled app restarts the run on the CPU, as for a lost device). Does nothing on the CPU backend.
+    #[wasm_bindgen(js_name = simulateGpuError)]
+    pub fn simulate_gpu_error(&self) {
+        if let Some(m) = &self.inner.borrow().gpu {
+            m.ctx.simulate_error();
+        }
+    }
+
     /// Model size as `"9x128"`.
     #[wasm_bindgen(getter)]
     pub fn model(&self) -> String {

@@ -292,3 +292,27 @@ fn a_lost_device_is_an_error_not_a_crash() {
     // the name the browser bindings give it, on which the page's worker decides to move to the CPU
     assert_eq!(err.kind(), "GpuLostError");
 }
+
+#[test]
+fn a_failed_gpu_call_is_an_error_on_one_line_not_a_loss() {
+    let ctx = context();
+    let w = weights(16, 1, 4);
+    let model = Rc::new(GpuModel::new(ctx.clone(), &w).unwrap());
+    let mut s = GpuSampler::new(model, config(AtomCounts::Fixed(5), 1, 10, 1)).unwrap();
+    s.step_blocking(2).unwrap();
+    ctx.simulate_error();
+    let err = s.step_blocking(2).unwrap_err();
+    assert!(matches!(err, Error::Gpu(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("simulated failure"),
+        "names the refused call: {msg}"
+    );
+    assert!(
+        !msg.contains('\n'),
+        "one line for the page's label: {msg:?}"
+    );
+    assert_eq!(err.kind(), "GpuError");
+    // the first fault stays: every later call reports it rather than computing on
+    assert!(matches!(s.step_blocking(1).unwrap_err(), Error::Gpu(_)));
+}

@@ -170,8 +170,12 @@ function refreshTexts() {
 
 // ---------- worker ----------
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-// for tests and for trying the fallback by hand in the console: destroy the WebGPU device mid-run
-globalThis.equivariantDebug = { loseGpu: () => worker.postMessage({ type: 'simulate-gpu-loss' }) };
+// for tests and for trying the fallback by hand in the console: destroy the WebGPU device mid-run, or make a GPU
+// call fail on a device that stays up
+globalThis.equivariantDebug = {
+  loseGpu: () => worker.postMessage({ type: 'simulate-gpu-loss' }),
+  failGpu: () => worker.postMessage({ type: 'simulate-gpu-error' }),
+};
 worker.onerror = (e) => status('error', t('error', { msg: e.message || 'the worker failed to start' }));
 worker.onmessage = (e) => {
   const m = e.data;

@@ -171,6 +171,10 @@ self.onmessage = (e) => {
       // a test hook: destroys the WebGPU device mid-run, as a driver reset would
       if (gen) gen.simulateGpuLoss();
       break;
+    case 'simulate-gpu-error':
+      // a test hook: a GPU call the device refuses, the device staying up (a GpuError, not a loss)
+      if (gen) gen.simulateGpuError();
+      break;
     case 'export':
       try {
         const text = m.format === 'sdf' ? gen.sdf(m.chain, m.molecule) : gen.xyz(m.chain, m.molecule);

@@ -75,7 +75,14 @@ impl GpuContext {
         let f = faults.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             if let Ok(mut f) = f.lock() {
-                f.error.get_or_insert_with(|| e.to_string());
+                // one line: wgpu's report spans several ("Validation Error\n\nCaused by:\n  ..."), and the
+                // page shows it in a one-line label
+                f.error.get_or_insert_with(|| {
+                    e.to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                });
             }
         }));
         Ok(GpuContext {
@@ -115,6 +122,18 @@ impl GpuContext {
             f.lost
                 .get_or_insert_with(|| "destroyed by the caller".into());
         }
+    }
+
+    /// Makes a call the device refuses (a buffer both mappable for reading and a storage binding, which WebGPU
+    /// forbids), as a driver or shader bug would: the device stays usable, and the next call that checks reports
+    /// [`Error::Gpu`] naming the "simulated failure" buffer. Lets tests follow the path of a failed GPU call.
+    pub fn simulate_error(&self) {
+        let _refused = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("simulated failure"),
+            size: 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
     }
 
     /// Waits until submitted work is done (native) — a no-op in the browser, which polls by itself.

@@ -170,7 +170,7 @@ test('app: a corrupted weights file shows a clear error', async (browser) => {
   }
 });
 
-test('app: a GPU device lost mid-run restarts the run on the CPU with the same molecules', async (browser) => {
+test('app: a GPU device lost, or a GPU call failing, mid-run restarts the run on the CPU with the same molecules', async (browser) => {
   const query = 'steps=50&seed=5&atoms=9&batch=1';
   const finish = async (page) => {
     const end = await waitState(page, ['done', 'error'], 240000);
@@ -182,37 +182,47 @@ test('app: a GPU device lost mid-run restarts the run on the CPU with the same m
     }, null, { timeout: 10000 });
     return page.getByTestId('info').textContent();
   };
-  const lost = await openApp(browser, `${query}&backend=webgpu`);
-  let infoAfterLoss;
-  try {
-    if ((await waitState(lost.page, ['ready', 'error'], 120000)) !== 'ready') throw new Error('not ready');
-    await lost.page.getByTestId('generate').click();
-    await lost.page.waitForFunction(() => Number(document.querySelector('[data-testid="progress"]').dataset.step || 0) >= 2, null, { timeout: 120000 });
-    if ((await lost.page.getByTestId('backend').getAttribute('data-backend')) !== 'webgpu') throw new Error('the run did not start on WebGPU');
-    await lost.page.evaluate(() => globalThis.equivariantDebug.loseGpu());
-    infoAfterLoss = await finish(lost.page);
-    await lost.page.screenshot({ path: path.join(ARTIFACTS, 'app-gpu-lost.png') });
-    const backend = lost.page.getByTestId('backend');
-    if ((await backend.getAttribute('data-backend')) !== 'cpu') throw new Error('the run did not move to the CPU');
-    const label = await backend.textContent();
-    // what happened, then the reason the browser gave (the device was destroyed)
-    const [, reason] = label.match(/device was lost: (.*)$/) || [];
-    if (!reason || !/destroyed|lost/i.test(reason)) throw new Error(`the backend label should say the device was lost, and why: ${label}`);
-    // the label follows a language switch, keeping the reason the browser gave
-    await lost.page.getByTestId('language').selectOption('zh');
-    const zh = await backend.textContent();
-    if (zh !== `CPU（WebAssembly）；GPU 设备丢失：${reason}`) throw new Error(`the backend label was not translated: ${zh}`);
-    if (lost.errors.length) throw new Error(`page errors: ${lost.errors.join('; ')}`);
-  } finally {
-    await lost.close();
+  // each failure: the debug hook, the label's wording in English and Chinese, and what its reason must name
+  const failures = [
+    { hook: 'loseGpu', shot: 'app-gpu-lost.png', en: 'the GPU device was lost: ', zh: 'GPU 设备丢失：', reason: /destroyed|lost/i },
+    // a validation error on a device that stays up: the GPU's own message, naming the refused buffer
+    { hook: 'failGpu', shot: 'app-gpu-failed.png', en: 'a GPU computation failed: ', zh: 'GPU 计算失败：', reason: /simulated failure/ },
+  ];
+  const infos = [];
+  for (const f of failures) {
+    const app = await openApp(browser, `${query}&backend=webgpu`);
+    try {
+      if ((await waitState(app.page, ['ready', 'error'], 120000)) !== 'ready') throw new Error('not ready');
+      await app.page.getByTestId('generate').click();
+      await app.page.waitForFunction(() => Number(document.querySelector('[data-testid="progress"]').dataset.step || 0) >= 2, null, { timeout: 120000 });
+      if ((await app.page.getByTestId('backend').getAttribute('data-backend')) !== 'webgpu') throw new Error(`${f.hook}: the run did not start on WebGPU`);
+      await app.page.evaluate((hook) => globalThis.equivariantDebug[hook](), f.hook);
+      infos.push(await finish(app.page));
+      await app.page.screenshot({ path: path.join(ARTIFACTS, f.shot) });
+      const backend = app.page.getByTestId('backend');
+      if ((await backend.getAttribute('data-backend')) !== 'cpu') throw new Error(`${f.hook}: the run did not move to the CPU`);
+      const label = await backend.textContent();
+      // what happened, then the reason the browser gave, on one line
+      const reason = label.startsWith('CPU (WebAssembly); ' + f.en) ? label.slice(('CPU (WebAssembly); ' + f.en).length) : '';
+      if (!f.reason.test(reason) || reason.includes('\n')) throw new Error(`${f.hook}: the backend label should say what happened, and why: ${JSON.stringify(label)}`);
+      // the label follows a language switch, keeping the reason the browser gave
+      await app.page.getByTestId('language').selectOption('zh');
+      const zh = await backend.textContent();
+      if (zh !== `CPU（WebAssembly）；${f.zh}${reason}`) throw new Error(`${f.hook}: the backend label was not translated: ${zh}`);
+      if (app.errors.length) throw new Error(`${f.hook}: page errors: ${app.errors.join('; ')}`);
+    } finally {
+      await app.close();
+    }
   }
   const cpu = await openApp(browser, `${query}&backend=cpu`);
   try {
     if ((await waitState(cpu.page, ['ready', 'error'], 120000)) !== 'ready') throw new Error('not ready');
     await cpu.page.getByTestId('generate').click();
     const infoCpu = await finish(cpu.page);
-    console.log(`     after the loss: ${infoAfterLoss}`);
-    if (infoCpu !== infoAfterLoss) throw new Error(`a CPU run of the same seed gave ${infoCpu}`);
+    console.log(`     after the loss / the failure: ${infos.join(' / ')}`);
+    for (const [i, info] of infos.entries()) {
+      if (info !== infoCpu) throw new Error(`after ${failures[i].hook}: ${info}, but a CPU run of the same seed gave ${infoCpu}`);
+    }
   } finally {
     await cpu.close();
   }
@@ -261,8 +271,12 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ARGS, // playwright gives every launch a fresh temporary profile
 });
+// `node tests/browser/run.mjs <text>` runs only the tests whose name contains <text>
+const only = process.argv[2];
+const chosen = only ? tests.filter((t) => t.name.includes(only)) : tests;
+if (!chosen.length) throw new Error(`no test name contains ${JSON.stringify(only)}`);
 let failed = 0;
-for (const t of tests) {
+for (const t of chosen) {
   const t0 = Date.now();
   try {
     await t.fn(browser);
@@ -273,5 +287,5 @@ for (const t of tests) {
   }
 }
 await browser.close();
-console.log(`${tests.length - failed} passed, ${failed} failed; screenshots in ${ARTIFACTS}`);
+console.log(`${chosen.length - failed} passed, ${failed} failed${only ? ` (of ${tests.length}; only names with ${JSON.stringify(only)})` : ''}; screenshots in ${ARTIFACTS}`);
 process.exit(failed ? 1 : 0);

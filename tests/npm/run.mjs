@@ -65,6 +65,19 @@ fs.writeFileSync(path.join(project, 'lost.html'), `<!doctype html><meta charset=
     for await (const f of idle.sample(options)) late = f;
     if (idle.backend !== 'cpu') throw new Error('a device lost between runs: the next run is on ' + idle.backend);
     if (late.molecules[0].toXYZ() !== b) throw new Error('a device lost between runs: the molecule differs');
+    // a GPU call refused mid-run, the device staying up (a GpuError): the same restart on the CPU, with the GPU's
+    // message (naming the refused buffer) as the reason
+    const failing = await Generator.create({ backend: 'webgpu' });
+    let failed = null, k = 0;
+    for await (const f of failing.sample(options)) {
+      if (++k === 2) failing.simulateGpuError();
+      failed = f;
+    }
+    if (failing.backend !== 'cpu' || !/simulated failure/.test(failing.fallbackReason || '')) {
+      throw new Error('a failed GPU call: backend ' + failing.backend + ', reason ' + failing.fallbackReason);
+    }
+    if (failed.molecules[0].toXYZ() !== b) throw new Error('a failed GPU call: the molecule differs from the CPU run');
+    failing.dispose();
     // a bad input on WebGPU is the caller's error, named by its kind, and the generator stays on the GPU
     const bad = await Generator.create({ backend: 'webgpu' });
     let named = null;
@@ -99,7 +112,7 @@ for (const [name, url, backend, minFrames] of [
   ['plain HTML, backend webgpu', 'index.html?backend=webgpu&steps=30&atoms=9', 'webgpu', 5],
   ['plain HTML, backend cpu', 'index.html?backend=cpu&steps=100&atoms=9', 'cpu', 5],
   ['bundler (esbuild), backend cpu', 'bundled/index.html?backend=cpu', 'cpu', 5],
-  ['a GPU device lost mid-run or between runs (simulateGpuLoss): the run restarts on the CPU, same molecule; a bad input is an InputError and stays on WebGPU', 'lost.html', 'cpu', 5],
+  ['a GPU device lost mid-run or between runs (simulateGpuLoss), or a GPU call failing mid-run (simulateGpuError): the run restarts on the CPU, same molecule; a bad input is an InputError and stays on WebGPU', 'lost.html', 'cpu', 5],
 ]) {
   const page = await browser.newPage();
   const t0 = Date.now();
