@@ -204,6 +204,8 @@ test('app: a GPU device lost, or a GPU call failing, mid-run restarts the run on
       const label = await backend.textContent();
       // what happened, then the reason the browser gave, on one line
       const reason = label.startsWith('CPU (WebAssembly); ' + f.en) ? label.slice(('CPU (WebAssembly); ' + f.en).length) : '';
+      // the crate's "GPU: " / "GPU device lost: " prefix is not repeated after the label's own wording
+      if (/^GPU/.test(reason)) throw new Error(`${f.hook}: the label repeats the error's prefix: ${label}`);
       if (!f.reason.test(reason) || reason.includes('\n')) throw new Error(`${f.hook}: the backend label should say what happened, and why: ${JSON.stringify(label)}`);
       // the label follows a language switch, keeping the reason the browser gave
       await app.page.getByTestId('language').selectOption('zh');
