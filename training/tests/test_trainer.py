@@ -22,6 +22,24 @@ import train  # noqa: E402
 import prepare_data  # noqa: E402
 import chem  # noqa: E402
 
+
+def tiny_data_and_start(d, data_seed, weights_seed):
+    """A compact data file of 24 random 4-atom molecules (16 train, 4 valid, 4 test) and a random 1 x 8 model's
+    weights to resume from, both in the folder d, for short real runs of train.py. Returns their paths."""
+    rng = np.random.default_rng(data_seed)
+    n_mol, n_at = 24, 4
+    data = os.path.join(d, "tiny.npz")
+    np.savez(data, positions=rng.normal(size=(n_mol * n_at, 3)).astype(np.float32),
+             types=rng.integers(0, 5, n_mol * n_at).astype(np.uint8),
+             offsets=np.arange(0, n_mol * n_at + 1, n_at, dtype=np.int64),
+             train=np.arange(16), valid=np.arange(16, 20), test=np.arange(20, 24))
+    torch.manual_seed(weights_seed)
+    start = os.path.join(d, "start.safetensors")
+    if not train.save_weights(start, edm.EnVariationalDiffusion(8, 1), {}):
+        raise RuntimeError(f"{start} not written")
+    return data, start
+
+
 torch.set_num_threads(1)
 
 
@@ -166,17 +184,8 @@ class TrainingTests(unittest.TestCase):
     def test_slow_ema_is_saved_validated_and_resumed(self):
         """A short real run of train.py with --ema-slow: both averages written with their own decay in the recipe,
         the slower one nearer the starting weights, and a resumed run continuing it from the checkpoint."""
-        rng = np.random.default_rng(0)
-        n_mol, n_at = 24, 4
         with tempfile.TemporaryDirectory() as d:
-            data = os.path.join(d, "tiny.npz")
-            np.savez(data, positions=rng.normal(size=(n_mol * n_at, 3)).astype(np.float32),
-                     types=rng.integers(0, 5, n_mol * n_at).astype(np.uint8),
-                     offsets=np.arange(0, n_mol * n_at + 1, n_at, dtype=np.int64),
-                     train=np.arange(16), valid=np.arange(16, 20), test=np.arange(20, 24))
-            torch.manual_seed(3)
-            start = os.path.join(d, "start.safetensors")
-            self.assertTrue(train.save_weights(start, edm.EnVariationalDiffusion(8, 1), {}))
+            data, start = tiny_data_and_start(d, data_seed=0, weights_seed=3)
             cmd = [sys.executable, os.path.join(ROOT, "training", "train.py"), "--data", data, "--nf", "8",
                    "--layers", "1", "--batch", "4", "--lr", "1e-2", "--warmup", "1", "--ema", "0.9",
                    "--ema-slow", "0.999", "--threads", "1", "--eval-molecules", "4", "--precision", "f32",
@@ -259,17 +268,8 @@ class TrainingTests(unittest.TestCase):
     def test_a_chunk_rerun_with_its_seed_trains_the_same_weights(self):
         """Two short real runs of train.py from the same weights with the same --seed write the same weights (batch
         order, t and noise drawn alike); another --seed writes other weights. A negative seed is refused."""
-        rng = np.random.default_rng(1)
-        n_mol, n_at = 24, 4
         with tempfile.TemporaryDirectory() as d:
-            data = os.path.join(d, "tiny.npz")
-            np.savez(data, positions=rng.normal(size=(n_mol * n_at, 3)).astype(np.float32),
-                     types=rng.integers(0, 5, n_mol * n_at).astype(np.uint8),
-                     offsets=np.arange(0, n_mol * n_at + 1, n_at, dtype=np.int64),
-                     train=np.arange(16), valid=np.arange(16, 20), test=np.arange(20, 24))
-            torch.manual_seed(4)
-            start = os.path.join(d, "start.safetensors")
-            self.assertTrue(train.save_weights(start, edm.EnVariationalDiffusion(8, 1), {}))
+            data, start = tiny_data_and_start(d, data_seed=1, weights_seed=4)
 
             def run(name, seed):
                 cmd = [sys.executable, os.path.join(ROOT, "training", "train.py"), "--data", data, "--nf", "8",
