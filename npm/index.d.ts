@@ -83,7 +83,17 @@ export type GeneratorErrorName =
   | 'JsonError';
 
 /**
- * Rejects and throws `Error`s whose `name` is a `GeneratorErrorName` or `'Error'`; `sample` whose `signal`
+ * An error of the generator itself: its kind as `name`, and as `detail` the message without the words that name
+ * that kind (`message` "weights file: tensor `egnn.embedding.weight` is missing" has the `detail` "tensor
+ * `egnn.embedding.weight` is missing"; a message with no such words is its own `detail`).
+ */
+export interface GeneratorError extends Error {
+  name: GeneratorErrorName;
+  detail: string;
+}
+
+/**
+ * Rejects and throws `GeneratorError`s, or plain `Error`s whose `name` is `'Error'`; `sample` whose `signal`
  * aborts throws a `DOMException` named `'AbortError'`.
  */
 export declare class Generator {

@@ -5,10 +5,10 @@
 const HERE = new URL('./', import.meta.url);
 
 // an error from the worker, with the kind the wasm side gave it as `name` (`WeightsError`, `InputError`,
-// `GpuLostError`, ...; plain `Error` otherwise)
+// `GpuLostError`, ...) and the message without the prefix naming that kind as `detail`; plain `Error` otherwise)
 function workerError(m) {
   const e = new Error(m.message);
-  if (m.name) e.name = m.name;
+  if (m.name) Object.assign(e, { name: m.name, detail: m.detail });
   return e;
 }
 

@@ -78,6 +78,36 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The message without the prefix that names its kind ("GPU device lost: destroyed by the caller" ->
+    /// "destroyed by the caller"; a message with no such prefix, e.g. an invalid atom count, is returned whole).
+    /// The wasm bindings give it to the JavaScript `Error` as `detail`, beside `name` (the kind), so a page that
+    /// already says what kind of failure it was shows the inner text without parsing the message.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::WeightsFormat(s)
+            | Error::Input(s)
+            | Error::NoAdapter(s)
+            | Error::Gpu(s)
+            | Error::GpuLost(s)
+            | Error::Convert(s) => s.clone(),
+            Error::WeightsTensor { .. } | Error::MissingTensor(_) | Error::UnexpectedTensor(_) => {
+                let whole = self.to_string();
+                whole
+                    .strip_prefix("weights file: ")
+                    .map(str::to_string)
+                    .unwrap_or(whole)
+            }
+            Error::Candle(e) => e.to_string(),
+            Error::Io(e) => e.to_string(),
+            Error::Json(e) => e.to_string(),
+            Error::AtomCount(_) | Error::Steps(_) | Error::NonFinite(_) | Error::Finished => {
+                self.to_string()
+            }
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 #[cfg(test)]
@@ -140,6 +170,38 @@ mod tests {
         let listed: BTreeSet<&str> = Error::KINDS.iter().copied().collect();
         assert_eq!(listed.len(), Error::KINDS.len(), "KINDS has a duplicate");
         assert_eq!(returned, listed);
+    }
+
+    /// `detail` is the message's tail: the whole message, or the message after a prefix that ends in ": " (the
+    /// kind's name in words). Never empty when the message is not.
+    #[test]
+    fn detail_is_the_message_without_its_prefix() {
+        for e in one_of_each() {
+            let (whole, detail) = (e.to_string(), e.detail());
+            assert!(!detail.is_empty(), "{whole}: empty detail");
+            if detail != whole {
+                let prefix = whole
+                    .strip_suffix(&detail)
+                    .unwrap_or_else(|| panic!("{whole:?} does not end with its detail {detail:?}"));
+                assert!(prefix.ends_with(": "), "{whole:?}: prefix {prefix:?}");
+                assert!(
+                    !prefix[..prefix.len() - 2].contains(": "),
+                    "{whole:?}: detail {detail:?} cut too short"
+                );
+            }
+        }
+        assert_eq!(
+            Error::GpuLost("destroyed by the caller".into()).detail(),
+            "destroyed by the caller"
+        );
+        let tensor = Error::WeightsTensor {
+            tensor: "egnn.embedding.weight".into(),
+            problem: "shape [3] expected [128, 7]".into(),
+        };
+        assert_eq!(
+            tensor.detail(),
+            "tensor `egnn.embedding.weight`: shape [3] expected [128, 7]"
+        );
     }
 
     /// The TypeScript declaration names the same kinds as the crate (it is written by hand): every member of the

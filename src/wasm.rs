@@ -15,10 +15,17 @@ use crate::sampler::{AtomCounts, Frame, Molecule, Sampler, SamplerConfig, Transf
 use crate::weights::Weights;
 
 /// A crate error as a JavaScript `Error` whose `name` is the error's kind (`GpuLostError`, `WeightsError`, ...:
-/// `Error::kind`), so callers act on the kind without parsing the message.
+/// `Error::kind`) and whose `detail` is the message without the prefix naming that kind (`Error::detail`), so
+/// callers act on the kind and show the inner text without parsing the message.
 fn js_err(e: crate::Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
     err.set_name(e.kind());
+    // setting a property on a fresh Error object cannot fail
+    let _ = js_sys::Reflect::set(
+        &err,
+        &JsValue::from_str("detail"),
+        &JsValue::from_str(&e.detail()),
+    );
     err.into()
 }
 

@@ -177,14 +177,14 @@ globalThis.equivariantDebug = {
   failGpu: () => worker.postMessage({ type: 'simulate-gpu-error' }),
 };
 worker.onerror = (e) => status('error', t('error', { msg: e.message || 'the worker failed to start' }));
-// the crate's message begins with its own "GPU: " / "GPU device lost: ", which the page's wording already says
-const gpuReason = (message) => String(message).replace(/^GPU(?: device lost)?: /, '');
+// a GPU failure's `detail` is the crate's message without its own "GPU: " / "GPU device lost: " (Error::detail),
+// which the page's wording already says
 worker.onmessage = (e) => {
   const m = e.data;
   if (m.type === 'gpu-lost') {
     // the worker is on the CPU from now on, whichever run met the loss
     // stays after the run: why it is on the CPU (a lost device, or a GPU call that failed on a live one)
-    showBackend('cpu', m.kind === 'GpuError' ? 'fallbackFailed' : 'fallbackLost', { reason: gpuReason(m.reason) });
+    showBackend('cpu', m.kind === 'GpuError' ? 'fallbackFailed' : 'fallbackLost', { reason: m.detail });
   }
   if (m.run !== undefined && m.run !== state.run) return; // from a run that was replaced
   switch (m.type) {
@@ -203,7 +203,7 @@ worker.onmessage = (e) => {
       break;
     case 'gpu-lost':
       // a lost device, or a GPU call that failed on a device still there (GpuError): both continue on the CPU
-      status('running', t(m.kind === 'GpuError' ? 'gpuFailed' : 'gpuLost', { reason: gpuReason(m.reason) }));
+      status('running', t(m.kind === 'GpuError' ? 'gpuFailed' : 'gpuLost', { reason: m.detail }));
       state.frames = [];
       playQueue.length = 0;
       break;

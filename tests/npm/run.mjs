@@ -42,7 +42,10 @@ fs.writeFileSync(path.join(project, 'lost.html'), `<!doctype html><meta charset=
   import { Generator } from './node_modules/equivariant/index.js';
   const status = document.getElementById('status');
   const options = { atoms: 9, steps: 50, seed: 3 };
+  // where the page is, for a test that times out
+  const phase = (p) => { status.dataset.phase = p; };
   try {
+    phase('a loss mid-run');
     const gen = await Generator.create({ backend: 'webgpu' });
     let frames = 0, last = null, restarted = false, prev = -1;
     for await (const f of gen.sample(options)) {
@@ -51,6 +54,7 @@ fs.writeFileSync(path.join(project, 'lost.html'), `<!doctype html><meta charset=
       prev = f.step;
       last = f;
     }
+    phase('the same seed on the CPU');
     const cpu = await Generator.create({ backend: 'cpu' });
     let ref = null;
     for await (const f of cpu.sample(options)) ref = f;
@@ -59,6 +63,7 @@ fs.writeFileSync(path.join(project, 'lost.html'), `<!doctype html><meta charset=
     const a = last.molecules[0].toXYZ(), b = ref.molecules[0].toXYZ();
     if (a !== b) throw new Error('the molecule differs from a CPU run of the same seed:\\n' + a + '\\n' + b);
     // lost while idle: the next run starts on the CPU
+    phase('a loss between runs');
     const idle = await Generator.create({ backend: 'webgpu' });
     idle.simulateGpuLoss();
     let late = null;
@@ -67,6 +72,7 @@ fs.writeFileSync(path.join(project, 'lost.html'), `<!doctype html><meta charset=
     if (late.molecules[0].toXYZ() !== b) throw new Error('a device lost between runs: the molecule differs');
     // a GPU call refused mid-run, the device staying up (a GpuError): the same restart on the CPU, with the GPU's
     // message (naming the refused buffer) as the reason
+    phase('a failed GPU call mid-run');
     const failing = await Generator.create({ backend: 'webgpu' });
     let failed = null, k = 0;
     for await (const f of failing.sample(options)) {
@@ -79,6 +85,7 @@ fs.writeFileSync(path.join(project, 'lost.html'), `<!doctype html><meta charset=
     if (failed.molecules[0].toXYZ() !== b) throw new Error('a failed GPU call: the molecule differs from the CPU run');
     failing.dispose();
     // a bad input on WebGPU is the caller's error, named by its kind, and the generator stays on the GPU
+    phase('bad inputs on WebGPU');
     const bad = await Generator.create({ backend: 'webgpu' });
     let named = null;
     try { for await (const f of bad.sample({ atoms: 40, steps: 5 })) void f; } catch (e) { named = e; }
@@ -90,6 +97,10 @@ fs.writeFileSync(path.join(project, 'lost.html'), `<!doctype html><meta charset=
     try { for await (const f of bad.sample({ atoms: 29, batch: 2300, steps: 2 })) void f; } catch (e) { named = e; }
     if (named?.name !== 'InputError' || !/GPU batch holds at most 65,535 atoms/.test(named.message) || bad.backend !== 'webgpu') {
       throw new Error('66,700 atoms on WebGPU: ' + named?.name + ' ' + named?.message + ', backend ' + bad.backend);
+    }
+    // its detail is the message without the words that name its kind
+    if (!/^a GPU batch holds/.test(named.detail) || named.message !== 'invalid input: ' + named.detail) {
+      throw new Error('the detail of an InputError: ' + JSON.stringify(named.detail) + ' of ' + JSON.stringify(named.message));
     }
     bad.dispose();
     document.getElementById('xyz').textContent = a;
@@ -108,17 +119,29 @@ const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || 
 const server = await serve(project, { prefix: '/' });
 const port = server.address().port;
 let failed = 0;
+// `node tests/npm/run.mjs <text>` runs only the pages whose test name contains <text>
+const only = process.argv[2];
+let ran = 0;
 for (const [name, url, backend, minFrames] of [
   ['plain HTML, backend webgpu', 'index.html?backend=webgpu&steps=30&atoms=9', 'webgpu', 5],
   ['plain HTML, backend cpu', 'index.html?backend=cpu&steps=100&atoms=9', 'cpu', 5],
   ['bundler (esbuild), backend cpu', 'bundled/index.html?backend=cpu', 'cpu', 5],
   ['a GPU device lost mid-run or between runs (simulateGpuLoss), or a GPU call failing mid-run (simulateGpuError): the run restarts on the CPU, same molecule; a bad input is an InputError and stays on WebGPU', 'lost.html', 'cpu', 5],
 ]) {
+  if (only && !name.includes(only)) continue;
+  ran++;
   const page = await browser.newPage();
+  // a script that does not even run (a syntax error) fails with its error, not a bare timeout
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
   const t0 = Date.now();
   try {
     await page.goto(`http://127.0.0.1:${port}/${url}`);
-    await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 240000 });
+    await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 240000 }).catch(async (e) => {
+      const phase = await page.locator('#status').getAttribute('data-phase').catch(() => null);
+      const where = [phase && `the page was at: ${phase}`, pageErrors.length && `page errors: ${pageErrors.join('; ')}`];
+      throw new Error(`${e.message.split('\n')[0]}${where.some(Boolean) ? ` (${where.filter(Boolean).join('; ')})` : ''}`);
+    });
     await page.screenshot({ path: path.join(ARTIFACTS, `npm-${name.replace(/\W+/g, '-')}.png`) });
     const st = page.locator('#status');
     if ((await st.getAttribute('data-state')) !== 'done') throw new Error(await st.textContent());
@@ -140,5 +163,7 @@ for (const [name, url, backend, minFrames] of [
 }
 await browser.close();
 server.close();
+if (only && !ran) throw new Error(`no test name contains ${JSON.stringify(only)}`);
+console.log(`${ran - failed} passed, ${failed} failed${only ? ` (only names with ${JSON.stringify(only)})` : ''}`);
 fs.rmSync(tmp, { recursive: true, force: true });
 process.exit(failed ? 1 : 0);
