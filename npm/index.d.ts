@@ -52,7 +52,7 @@ export interface CreateOptions {
 }
 
 export interface SampleOptions {
-  /** 3 to 29; default: drawn from QM9's distribution */
+  /** 1 to 29 (QM9's molecules have 3 to 29: the model never saw fewer); default: drawn from QM9's distribution */
   atoms?: number;
   /** 1 to 1000 (default 1000) */
   steps?: number;

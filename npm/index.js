@@ -96,7 +96,7 @@ export class Generator {
 
   /**
    * Samples molecules, yielding a frame per few denoising steps: `{step, total, t, finished, positions, types,
-   * molecules, deviation}`. Options: `atoms` (3-29; default: drawn from QM9), `steps` (default 1000), `seed`,
+   * molecules, deviation}`. Options: `atoms` (1-29, QM9's molecules having 3-29; default: drawn from QM9), `steps` (default 1000), `seed`,
    * `batch` (molecules), `transform` ({rotation: [9], translation: [3], permutation}: adds the chain of g·z_T,
    * see `frame.transformed` and `frame.deviation`), `signal` (an AbortSignal). The last frame's molecules have
    * `toXYZ()` and `toSDF()`.
