@@ -76,9 +76,7 @@ impl Error {
             Error::Json(_) => "JsonError",
         }
     }
-}
 
-impl Error {
     /// The message without the prefix that names its kind ("GPU device lost: destroyed by the caller" ->
     /// "destroyed by the caller"; a message with no such prefix, e.g. an invalid atom count, is returned whole).
     /// The wasm bindings give it to the JavaScript `Error` as `detail`, beside `name` (the kind), so a page that
