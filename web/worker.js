@@ -76,9 +76,10 @@ const GPU_FAILURES = ['GpuLostError', 'GpuError'];
 // the module is loaded); any other error (a failed download, a wasm panic) reaches the page as a plain Error
 let ERROR_KINDS = [];
 // (the crate's errors also carry `detail`: the message without the prefix that names the kind, Error::detail)
+const detailOf = (e) => String(e.detail ?? e.message);
 const errorData = (e) => ({
   message: String(e?.message ?? e),
-  ...(ERROR_KINDS.includes(e?.name) ? { name: e.name, detail: String(e.detail ?? e.message) } : {}),
+  ...(ERROR_KINDS.includes(e?.name) ? { name: e.name, detail: detailOf(e) } : {}),
 });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -91,7 +92,7 @@ async function runLoop(r) {
   const onCpu = async (e) => {
     // the wasm side names its errors by kind (Error::kind): a lost device, or a GPU call that failed
     if (!(GPU_FAILURES.includes(e?.name) && gen.backend === 'webgpu')) throw e;
-    post('gpu-lost', { kind: e.name, reason: String(e.message), detail: String(e.detail ?? e.message), ...(await open('cpu')) });
+    post('gpu-lost', { kind: e.name, reason: String(e.message), detail: detailOf(e), ...(await open('cpu')) });
     r.transform = r.options.transform ?? null;
     return runLoop(r);
   };
