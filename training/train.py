@@ -442,7 +442,35 @@ def build_parser():
     ap.add_argument("--eval-minutes", type=float, default=30.0)
     ap.add_argument("--eval-molecules", type=int, default=512)
     ap.add_argument("--log-every", type=int, default=100)
+    ap.add_argument("--validate-only", action="store_true",
+                    help="train nothing and write no weights: load the --resume file, log its ε-MSE on the first "
+                         "--eval-molecules validation molecules at the fixed noise levels (the line every chunk "
+                         "ends with) and exit; with --json, also write the numbers there. Compare files with the "
+                         "same --bf16 setting: at t = 1 bf16 and f32 differ (see weights/MODEL_CARD.md)")
+    ap.add_argument("--json", default=None, help="with --validate-only: write the validation numbers to this file")
     return ap
+
+
+def validate_only(args, dev, autocast):
+    """--validate-only: the validation line of the --resume weights, nothing trained or written but --json."""
+    if not args.resume or args.resume == "none" or not os.path.isfile(args.resume):
+        sys.exit(f"--validate-only needs --resume with a weights file (got {args.resume!r})")
+    tensors, cfg = read_safetensors(args.resume)
+    if cfg and (cfg.get("nf"), cfg.get("n_layers")) != (args.nf, args.layers):
+        sys.exit(f"{args.resume} is {cfg.get('n_layers')}x{cfg.get('nf')}, asked for {args.layers}x{args.nf}")
+    model = EnVariationalDiffusion(args.nf, args.layers).to(dev)
+    model.load_state_dict(tensors)
+    data = Data(args.data, dev)
+    val_ids = data.split["valid"][: args.eval_molecules]
+    res = evaluate(model, data, val_ids, model.T, model.gamma.gamma.detach().to(dev), autocast, args.batch)
+    prov = cfg.get("provenance", {}) if cfg else {}
+    log(f"validate {args.resume} ({prov.get('epochs', '?')} epochs, bf16 {args.bf16_used}, {len(val_ids)} "
+        f"molecules): " + " ".join(f"t{k}={v[0]:.4f}/{v[1]:.4f}" for k, v in res.items()))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"weights": args.resume, "epochs": prov.get("epochs"), "bf16": args.bf16_used,
+                       "molecules": len(val_ids), "eps_mse_x_h_by_t": {str(k): list(v) for k, v in res.items()}},
+                      fh, indent=1)
 
 
 def main():
@@ -468,6 +496,11 @@ def main():
     def autocast():
         return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
 
+    if args.validate_only:
+        args.bf16_used = use_bf16
+        return validate_only(args, dev, autocast)
+    if args.json:
+        ap.error("--json goes with --validate-only")
     torch.manual_seed(args.seed)  # the initial weights of a run from scratch
     name = args.name or f"edm_qm9_{args.layers}x{args.nf}.safetensors"
     out_path = os.path.join(args.out_dir, name)

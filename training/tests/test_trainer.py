@@ -292,6 +292,44 @@ class TrainingTests(unittest.TestCase):
             self.assertEqual(out.returncode, 2)
             self.assertIn("--seed must be 0 or more (got -1)", out.stderr)
 
+    def test_validate_only_reports_the_final_eval_line_and_writes_nothing(self):
+        """--validate-only logs the same ε-MSE numbers as the final eval of a run that leaves the weights unchanged
+        (lr 0), writes no weights or checkpoint, and refuses a run without a weights file."""
+        with tempfile.TemporaryDirectory() as d:
+            data, start = tiny_data_and_start(d, data_seed=2, weights_seed=5)
+            base = [sys.executable, os.path.join(ROOT, "training", "train.py"), "--data", data, "--nf", "8",
+                    "--layers", "1", "--batch", "4", "--threads", "1", "--eval-molecules", "4", "--no-bf16",
+                    "--precision", "f32", "--resume", start]
+            out_dir = os.path.join(d, "out")
+            js = os.path.join(d, "val.json")
+            val = subprocess.run(base + ["--validate-only", "--out-dir", out_dir, "--json", js],
+                                 capture_output=True, text=True, timeout=120)
+            self.assertEqual(val.returncode, 0, val.stderr[-2000:])
+            self.assertFalse(os.path.exists(out_dir), "--validate-only wrote into --out-dir")
+            line = next(ln for ln in val.stdout.splitlines() if " validate " in ln)
+            self.assertIn("4 molecules", line)
+            nums = line.split("): ", 1)[1]
+            with open(js) as fh:
+                rec = json.load(fh)
+            self.assertEqual(sorted(rec["eps_mse_x_h_by_t"], key=int), [str(t) for t in train.EVAL_LEVELS])
+            self.assertTrue(all(v[0] > 0 for v in rec["eps_mse_x_h_by_t"].values()))
+            # one step at lr 0 leaves model and EMA as loaded: its final eval is the same line
+            run = subprocess.run(base + ["--lr", "0", "--max-steps", "1", "--minutes", "3", "--out-dir", out_dir,
+                                         "--name", "w.safetensors", "--ckpt", os.path.join(d, "w.pt")],
+                                 capture_output=True, text=True, timeout=120)
+            self.assertEqual(run.returncode, 0, run.stderr[-2000:])
+            final = next(ln for ln in run.stdout.splitlines() if "final eval (EMA" in ln)
+            self.assertEqual(final.split("by t): ", 1)[1], nums)
+            for bad in (["--resume", "none"], ["--resume", os.path.join(d, "missing.safetensors")]):
+                out = subprocess.run(base[:-2] + bad + ["--validate-only"], capture_output=True, text=True,
+                                     timeout=120)
+                self.assertNotEqual(out.returncode, 0)
+                self.assertIn("--validate-only needs --resume with a weights file", out.stderr)
+            out = subprocess.run(base + ["--json", js, "--max-steps", "1"], capture_output=True, text=True,
+                                 timeout=120)
+            self.assertEqual(out.returncode, 2)
+            self.assertIn("--json goes with --validate-only", out.stderr)
+
     def test_broken_data_or_weights_stop_with_a_clear_error(self):
         """NaN in the data is refused on loading; weights that overflow every loss stop the run after a few
         batches with an error, instead of skipping batches until the time budget ends."""
