@@ -451,26 +451,35 @@ def build_parser():
     return ap
 
 
-def validate_only(args, dev, autocast):
+def read_model_weights(path, args):
+    """The tensors and config of an exported weights file, refused when it is not the --layers x --nf model."""
+    tensors, cfg = read_safetensors(path)
+    if cfg and (cfg.get("nf"), cfg.get("n_layers")) != (args.nf, args.layers):
+        sys.exit(f"{path} is {cfg.get('n_layers')}x{cfg.get('nf')}, asked for {args.layers}x{args.nf}")
+    return tensors, cfg
+
+
+def format_eval(res):
+    """evaluate()'s numbers as the validation line's tail: t<level>=<x>/<h> for each level."""
+    return " ".join(f"t{k}={v[0]:.4f}/{v[1]:.4f}" for k, v in res.items())
+
+
+def validate_only(args, dev, autocast, use_bf16):
     """--validate-only: the validation line of the --resume weights, nothing trained or written but --json."""
     if not args.resume or args.resume == "none" or not os.path.isfile(args.resume):
         sys.exit(f"--validate-only needs --resume with a weights file (got {args.resume!r})")
-    tensors, cfg = read_safetensors(args.resume)
-    if cfg and (cfg.get("nf"), cfg.get("n_layers")) != (args.nf, args.layers):
-        sys.exit(f"{args.resume} is {cfg.get('n_layers')}x{cfg.get('nf')}, asked for {args.layers}x{args.nf}")
+    tensors, cfg = read_model_weights(args.resume, args)
     model = EnVariationalDiffusion(args.nf, args.layers).to(dev)
     model.load_state_dict(tensors)
     data = Data(args.data, dev)
     val_ids = data.split["valid"][: args.eval_molecules]
     res = evaluate(model, data, val_ids, model.T, model.gamma.gamma.detach().to(dev), autocast, args.batch)
-    prov = cfg.get("provenance", {}) if cfg else {}
-    log(f"validate {args.resume} ({prov.get('epochs', '?')} epochs, bf16 {args.bf16_used}, {len(val_ids)} "
-        f"molecules): " + " ".join(f"t{k}={v[0]:.4f}/{v[1]:.4f}" for k, v in res.items()))
+    epochs = cfg.get("provenance", {}).get("epochs")
+    log(f"validate {args.resume} ({'?' if epochs is None else epochs} epochs, bf16 {use_bf16}, {len(val_ids)} molecules): {format_eval(res)}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"weights": args.resume, "epochs": prov.get("epochs"), "bf16": args.bf16_used,
-                       "molecules": len(val_ids), "eps_mse_x_h_by_t": {str(k): list(v) for k, v in res.items()}},
-                      fh, indent=1)
+            json.dump({"weights": args.resume, "epochs": epochs, "bf16": use_bf16, "molecules": len(val_ids),
+                       "eps_mse_x_h_by_t": {str(k): list(v) for k, v in res.items()}}, fh, indent=1)
 
 
 def main():
@@ -483,6 +492,8 @@ def main():
     if not 0 <= args.t_low_frac <= 1 or not 0 <= args.t_low_min <= args.t_low_max:
         ap.error(f"--t-low-frac must lie in [0, 1] and --t-low-min <= --t-low-max (got {args.t_low_frac}, "
                  f"{args.t_low_min}..{args.t_low_max})")
+    if args.json and not args.validate_only:
+        ap.error("--json goes with --validate-only")
 
     dev = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available()) else
                        ("cpu" if args.device == "auto" else args.device))
@@ -497,10 +508,7 @@ def main():
         return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     if args.validate_only:
-        args.bf16_used = use_bf16
-        return validate_only(args, dev, autocast)
-    if args.json:
-        ap.error("--json goes with --validate-only")
+        return validate_only(args, dev, autocast, use_bf16)
     torch.manual_seed(args.seed)  # the initial weights of a run from scratch
     name = args.name or f"edm_qm9_{args.layers}x{args.nf}.safetensors"
     out_path = os.path.join(args.out_dir, name)
@@ -522,9 +530,7 @@ def main():
             prov = ck["provenance"]
             from_ckpt = True  # its optimizer is loaded below, once the data (so the loss divisors) are known
     if not from_ckpt and resume != "none":
-        tensors, cfg = read_safetensors(resume)
-        if cfg and (cfg.get("nf"), cfg.get("n_layers")) != (args.nf, args.layers):
-            sys.exit(f"{resume} is {cfg.get('n_layers')}x{cfg.get('nf')}, asked for {args.layers}x{args.nf}")
+        tensors, cfg = read_model_weights(resume, args)
         model.load_state_dict(tensors)
         ema.load_state_dict(tensors)
         prov.update({k: v for k, v in cfg.get("provenance", {}).items() if k in prov})
@@ -641,7 +647,7 @@ def main():
 
     def validate(label, m):
         res = evaluate(m, data, val_ids, T, gamma, autocast, args.batch)
-        log(f"{label}, valid, eps-MSE x/h by t): " + " ".join(f"t{k}={v[0]:.4f}/{v[1]:.4f}" for k, v in res.items()))
+        log(f"{label}, valid, eps-MSE x/h by t): {format_eval(res)}")
 
     def lr_now():  # read at each step: the budget left moves on with the clock and the step count
         left = max(0.0, (deadline - time.time()) / (deadline - t_start))
