@@ -11,7 +11,9 @@ count (no padding). bf16 autocast on CUDA, and on a CPU with bf16 instructions (
 
 Resuming: `--resume` names a safetensors file written by this script (or converted from the original EDM); its
 EMA weights seed both the trained model and the EMA (fresh optimizer), and its provenance counters continue.
-A full checkpoint (model, EMA, optimizer) is also kept in --ckpt for resuming within one machine's life.
+A full checkpoint (model, EMA, optimizer) is also kept in --ckpt for resuming within one machine's life: it is
+used when it has seen at least as many molecules as the weights resumed from, and alone when neither --resume nor
+weights in --out-dir are there (`--resume none` trains from scratch whatever --ckpt holds).
 Weights are saved atomically every --save-minutes and at the end, and never when any tensor is non-finite.
 """
 import argparse
@@ -402,7 +404,8 @@ def build_parser():
     ap.add_argument("--resume", default=None, help="safetensors weights to start from ('none' = scratch)")
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "weights"))
     ap.add_argument("--name", default=None, help="weights file name (default edm_qm9_<layers>x<nf>.safetensors)")
-    ap.add_argument("--ckpt", default=None, help="full checkpoint path (default training/runs/<name>.pt)")
+    ap.add_argument("--ckpt", default=None, help="full checkpoint path (default training/runs/<name>.pt); resumed "
+                    "from when it is at least as far as the --resume weights, or when there are none")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
     add_precision_args(ap)
@@ -513,7 +516,16 @@ def main():
     name = args.name or f"edm_qm9_{args.layers}x{args.nf}.safetensors"
     out_path = os.path.join(args.out_dir, name)
     ckpt_path = args.ckpt or os.path.join(HERE, "runs", name.replace(".safetensors", ".pt"))
-    resume = args.resume if args.resume is not None else (out_path if os.path.exists(out_path) else "none")
+    # what to start from: --resume; else the weights already in --out-dir; else the full checkpoint alone (a chunk
+    # continued with only --ckpt); else scratch. `--resume none` always means scratch, whatever --ckpt holds.
+    if args.resume is not None:
+        resume = args.resume
+    elif os.path.exists(out_path):
+        resume = out_path
+    elif os.path.exists(ckpt_path):
+        resume = "ckpt"
+    else:
+        resume = "none"
 
     model = EnVariationalDiffusion(args.nf, args.layers).to(dev)
     ema = EnVariationalDiffusion(args.nf, args.layers).to(dev)
@@ -523,10 +535,14 @@ def main():
     from_ckpt = False  # model, EMA and provenance from the full checkpoint (its optimizer too, unless fresh_opt)
     if os.path.exists(ckpt_path) and resume != "none":
         ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        if ck["provenance"]["molecules_seen"] >= read_safetensors(resume)[1].get("provenance", {}).get(
-                "molecules_seen", 0):
-            model.load_state_dict(ck["model"])
-            ema.load_state_dict(ck["ema"])
+        if resume == "ckpt" or ck["provenance"]["molecules_seen"] >= read_safetensors(resume)[1].get(
+                "provenance", {}).get("molecules_seen", 0):
+            try:
+                model.load_state_dict(ck["model"])
+                ema.load_state_dict(ck["ema"])
+            except RuntimeError as e:
+                sys.exit(f"--ckpt {ckpt_path} does not fit a {args.layers}x{args.nf} model (check --layers and "
+                         f"--nf): {str(e).splitlines()[0]}")
             prov = ck["provenance"]
             from_ckpt = True  # its optimizer is loaded below, once the data (so the loss divisors) are known
     if not from_ckpt and resume != "none":

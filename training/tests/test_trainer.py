@@ -255,6 +255,51 @@ class TrainingTests(unittest.TestCase):
             _, cfg_h = train.read_safetensors(os.path.join(d, "w.safetensors"))
             self.assertIn("atom-type error weighted x2, bf16", cfg_h["provenance"]["recipe"])
 
+    def test_a_full_checkpoint_alone_resumes_and_resume_none_ignores_it(self):
+        """--ckpt alone (no --resume, no weights in --out-dir) continues the checkpoint's model, EMA, optimizer and
+        counters; `--resume none` trains from scratch beside the same checkpoint; a checkpoint of another model size
+        stops with an error naming it."""
+        with tempfile.TemporaryDirectory() as d:
+            data, start = tiny_data_and_start(d, data_seed=2, weights_seed=5)
+            ckpt = os.path.join(d, "w.pt")
+
+            def run(out_dir, *extra, steps=10, nf="8"):
+                cmd = [sys.executable, os.path.join(ROOT, "training", "train.py"), "--data", data, "--nf", nf,
+                       "--layers", "1", "--batch", "4", "--lr", "1e-2", "--warmup", "1", "--ema", "0.9",
+                       "--threads", "1", "--eval-molecules", "4", "--precision", "f32", "--no-bf16",
+                       "--out-dir", os.path.join(d, out_dir), "--name", "w.safetensors", "--ckpt", ckpt,
+                       "--max-steps", str(steps), "--minutes", "3", *extra]
+                return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+            out = run("a", "--resume", start)
+            self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+            first = train.read_safetensors(os.path.join(d, "a", "w.safetensors"))[1]["provenance"]
+            self.assertEqual(first["steps"], 10)
+            ck_ema = torch.load(ckpt, weights_only=False)["ema"]
+            out = run("b", steps=5)  # an empty --out-dir and no --resume: the checkpoint alone
+            self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+            self.assertIn(f"resumed full checkpoint {ckpt}\n", out.stdout)
+            self.assertNotIn("training from scratch", out.stdout)
+            cont = train.read_safetensors(os.path.join(d, "b", "w.safetensors"))[1]["provenance"]
+            self.assertEqual(cont["steps"], 15, "the counters continue from the checkpoint's")
+            self.assertEqual(cont["molecules_seen"], first["molecules_seen"] + 5 * 4)
+            self.assertEqual(cont["chunks"], first["chunks"] + 1)
+            # the checkpoint's EMA was the start: after 5 more steps it is saved again, moved from there
+            ck2 = torch.load(ckpt, weights_only=False)
+            self.assertEqual(ck2["provenance"]["steps"], 15)
+            self.assertGreater(sum(float((ck2["ema"][k] - ck_ema[k]).norm()) for k in ck_ema), 0.0)
+            out = run("c", "--resume", "none", steps=3)
+            self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+            self.assertIn("training from scratch", out.stdout)
+            self.assertNotIn("resumed full checkpoint", out.stdout)
+            self.assertEqual(train.read_safetensors(os.path.join(d, "c", "w.safetensors"))[1]["provenance"]["steps"],
+                             3)
+            # the scratch run overwrote the checkpoint; a run of another width cannot take it
+            out = run("d", steps=3, nf="16")
+            self.assertNotEqual(out.returncode, 0)
+            self.assertIn(f"--ckpt {ckpt} does not fit a 1x16 model", out.stderr)
+            self.assertFalse(os.path.exists(os.path.join(d, "d", "w.safetensors")), "nothing written")
+
     def test_chunk_seeds_follow_the_seed_and_the_start(self):
         same = [train.chunk_seeds(26, 1000) for _ in range(2)]
         self.assertEqual(same[0][0], same[1][0])
