@@ -24,9 +24,9 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from edm import EnVariationalDiffusion, features, mean_free_noise  # noqa: E402
+from edm import features, mean_free_noise  # noqa: E402
 from evaluate import mcnemar_p, verdict  # noqa: E402
-from sample_torch import denoise  # noqa: E402
+from sample_torch import denoise, load_model  # noqa: E402
 
 
 @torch.no_grad()
@@ -134,12 +134,7 @@ def main():
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    from train import read_safetensors
-
-    tensors, cfg = read_safetensors(args.weights)
-    model = EnVariationalDiffusion(cfg["nf"], cfg["n_layers"], cfg.get("diffusion_steps", 1000))
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    model.eval()
+    model, _ = load_model(args.weights)
     groups = pick(args.data, args.n, args.seed)
     other = json.load(open(args.paired)) if args.paired else None
     result = {"weights": args.weights, "n": args.n, "seed": args.seed, "by_t0": {}}

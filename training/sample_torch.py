@@ -65,6 +65,16 @@ def denoise(model, z, ts, generator):
     return x.float(), z[..., 3:8].argmax(-1)
 
 
+def load_model(path):
+    """An exported weights file as a float32 model in eval mode, with its config (size and histogram)."""
+    from train import read_safetensors
+
+    tensors, cfg = read_safetensors(path)
+    model = EnVariationalDiffusion(cfg["nf"], cfg["n_layers"], cfg.get("diffusion_steps", 1000))
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return model.eval(), cfg
+
+
 def comment(index, types, seed, steps):
     """The XYZ comment line, in the form `equivariant sample` writes (evaluate.py reads index, seed and steps)."""
     formula = "".join(f"{e}{c}" for e, c in collections.Counter(ATOM_TYPES[t] for t in types).items())
@@ -82,12 +92,7 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from train import read_safetensors
-
-    tensors, cfg = read_safetensors(args.weights)
-    model = EnVariationalDiffusion(cfg["nf"], cfg["n_layers"], cfg.get("diffusion_steps", 1000))
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    model.eval()
+    model, cfg = load_model(args.weights)
     hist = cfg.get("n_nodes_histogram") or {str(k): v for k, v in N_NODES_HISTOGRAM.items()}
     sizes, weights = np.array([int(k) for k in hist]), np.array(list(hist.values()), dtype=float)
     rng = np.random.default_rng(args.seed)
