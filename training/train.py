@@ -516,16 +516,14 @@ def main():
     name = args.name or f"edm_qm9_{args.layers}x{args.nf}.safetensors"
     out_path = os.path.join(args.out_dir, name)
     ckpt_path = args.ckpt or os.path.join(HERE, "runs", name.replace(".safetensors", ".pt"))
-    # what to start from: --resume; else the weights already in --out-dir; else the full checkpoint alone (a chunk
+    # what to start from: --resume; else the weights already in --out-dir; else the full checkpoint itself (a chunk
     # continued with only --ckpt); else scratch. `--resume none` always means scratch, whatever --ckpt holds.
     if args.resume is not None:
         resume = args.resume
     elif os.path.exists(out_path):
         resume = out_path
-    elif os.path.exists(ckpt_path):
-        resume = "ckpt"
     else:
-        resume = "none"
+        resume = ckpt_path if os.path.exists(ckpt_path) else "none"
 
     model = EnVariationalDiffusion(args.nf, args.layers).to(dev)
     ema = EnVariationalDiffusion(args.nf, args.layers).to(dev)
@@ -535,7 +533,7 @@ def main():
     from_ckpt = False  # model, EMA and provenance from the full checkpoint (its optimizer too, unless fresh_opt)
     if os.path.exists(ckpt_path) and resume != "none":
         ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        if resume == "ckpt" or ck["provenance"]["molecules_seen"] >= read_safetensors(resume)[1].get(
+        if resume == ckpt_path or ck["provenance"]["molecules_seen"] >= read_safetensors(resume)[1].get(
                 "provenance", {}).get("molecules_seen", 0):
             try:
                 model.load_state_dict(ck["model"])
