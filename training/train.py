@@ -435,11 +435,11 @@ def build_parser():
                          "(a fine-tuning chunk that ends at a low learning rate)")
     ap.add_argument("--precision", choices=["f16", "f32"], default="f16",
                     help="stored precision of the exported EMA weights (the shipped file is f16: measured unchanged "
-                         "against f32, see weights/MODEL_CARD.md; resuming from it casts back to f32)")
+                         "against f32, see training/HISTORY.md; resuming from it casts back to f32)")
     ap.add_argument("--compile", action="store_true",
                     help="train through torch.compile (dynamic shapes: one graph for the atom counts and batch sizes, "
                          "plus size-1 specialisations; minutes of compiling unless cached). On 2 CPU threads it "
-                         "measured no faster than eager (0.93x, training/bench_train.py, see weights/MODEL_CARD.md); "
+                         "measured no faster than eager (0.93x, training/bench_train.py, see training/HISTORY.md); "
                          "untried on CUDA")
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--eval-minutes", type=float, default=30.0)
@@ -449,7 +449,7 @@ def build_parser():
                     help="train nothing and write no weights: load the --resume file, log its ε-MSE on the first "
                          "--eval-molecules validation molecules at the fixed noise levels (the line every chunk "
                          "ends with) and exit; with --json, also write the numbers there. Compare files with the "
-                         "same --bf16 setting: at t = 1 bf16 and f32 differ (see weights/MODEL_CARD.md)")
+                         "same --bf16 setting: at t = 1 bf16 and f32 differ (see training/HISTORY.md)")
     ap.add_argument("--json", default=None, help="with --validate-only: write the validation numbers to this file")
     return ap
 
