@@ -166,6 +166,11 @@ def paired(mols, vs, other_path):
         only_a, only_b, p = mcnemar(a, b)
         res[name] = {"these": sum(a), "other": sum(b), "only_these": only_a, "only_other": only_b,
                      "mcnemar_p": round(p, 4)}
+    # atom stability over each file's own atoms (a diverged molecule has none): what pool_paired.py weighs by atoms
+    res["atom_stability"] = {"these": sum(v.stable_atoms for _, v in a_by.values()),
+                             "these_atoms": sum(v.atoms for _, v in a_by.values()),
+                             "other": sum(v.stable_atoms for _, v in b_by.values()),
+                             "other_atoms": sum(v.atoms for _, v in b_by.values())}
     # per element: the mean over molecules in both files of (count here - count there), and its standard error
     both = sorted(a_by.keys() & b_by.keys())
     diff = np.array([composition(a_by[i][0][1]) - composition(b_by[i][0][1]) for i in both]).reshape(

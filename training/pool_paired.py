@@ -10,6 +10,12 @@ good, every discordant molecule is a fair coin toss. This is the test the model 
 significant pooled gain in molecule stability, nothing else worse). Each (seed, steps) and each old sample file
 counts once: the same draw twice would count its molecules twice. One line per file says what was pooled
 (weights, the old samples, seed and steps), so that the set can be checked.
+
+It also pools atom stability (stable atoms over all atoms of each file, from reports written since session 32;
+older reports lack it) and ends with the ship rule's verdict on the pooled numbers: PASS when the tested metric
+(`--metric`, molecule stability unless the pre-registered test names validity) favours the new file at
+p < 0.05 and neither other metric is lower; FAIL otherwise; INCOMPLETE when the reports carry no atom
+stability to check.
 """
 import argparse
 import json
@@ -43,13 +49,40 @@ def pool(reports):
         tot["molecules"] = sum(r["paired"]["molecules"] for _, r in reports)
         tot["mcnemar_p"] = mcnemar_p(tot["only_these"], tot["only_other"])
         out[m] = tot
+    atoms = [r["paired"].get("atom_stability") for _, r in reports]
+    if all(isinstance(a, dict) for a in atoms):
+        tot = {k: sum(a[k] for a in atoms) for k in ("these", "these_atoms", "other", "other_atoms")}
+        tot["these_rate"] = tot["these"] / max(tot["these_atoms"], 1)
+        tot["other_rate"] = tot["other"] / max(tot["other_atoms"], 1)
+        out["atom_stability"] = tot
     return out
+
+
+def verdict(res, metric="molecule_stability", alpha=0.05):
+    """(PASS | FAIL | INCOMPLETE, why) of the ship rule's paired test on pool()'s result: `metric` favours the
+    new file at p < alpha, and the other metric and atom stability are not lower (point estimates)."""
+    m = res[metric]
+    why = [f"{metric} {m['only_these']} against {m['only_other']} only-new/only-old, p = {m['mcnemar_p']:.3g}"]
+    ok = m["only_these"] > m["only_other"] and m["mcnemar_p"] < alpha
+    for other in METRICS:
+        if other != metric:
+            o = res[other]
+            ok = ok and o["these"] >= o["other"]
+            why.append(f"{other} {o['these']} against {o['other']}")
+    a = res.get("atom_stability")
+    if a is None:
+        return ("FAIL" if not ok else "INCOMPLETE"), "; ".join(why + ["atom stability not in the reports"])
+    ok = ok and a["these_rate"] >= a["other_rate"]
+    why.append(f"atom stability {100 * a['these_rate']:.2f} against {100 * a['other_rate']:.2f} %")
+    return ("PASS" if ok else "FAIL"), "; ".join(why)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("reports", nargs="+", help="evaluate.py JSON files with a paired comparison")
     ap.add_argument("--json", default=None, help="also write the pooled numbers here")
+    ap.add_argument("--metric", choices=METRICS, default="molecule_stability",
+                    help="the pre-registered metric that must improve at p < 0.05 (default: molecule_stability)")
     args = ap.parse_args()
     reports = []
     for path in args.reports:
@@ -70,6 +103,12 @@ def main():
         n = max(r["molecules"], 1)
         print(f"{m}: new {100 * r['these'] / n:.1f} % against old {100 * r['other'] / n:.1f} %; only new "
               f"{r['only_these']}, only old {r['only_other']}, exact McNemar p = {r['mcnemar_p']:.3g}")
+    if "atom_stability" in res:
+        a = res["atom_stability"]
+        print(f"atom_stability: new {100 * a['these_rate']:.2f} % against old {100 * a['other_rate']:.2f} % "
+              f"({a['these']} of {a['these_atoms']} against {a['other']} of {a['other_atoms']} atoms)")
+    res["verdict"], why = verdict(res, args.metric)
+    print(f"ship rule on {args.metric}: {res['verdict']} ({why})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

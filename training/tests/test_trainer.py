@@ -913,6 +913,8 @@ class DataTests(unittest.TestCase):
             self.assertEqual(res["atoms_per_molecule_difference"]["C"], [0.5, 0.5])
             self.assertEqual(res["atoms_per_molecule_difference"]["N"], [-0.5, 0.5])
             self.assertEqual(res["atoms_per_molecule_difference"]["H"], [0.0, 0.0])
+            # atom stability over each file's own atoms: 15 of 15 here; there CH4 (5 of 5) and NH4, whose N is over-valent
+            self.assertEqual(res["atom_stability"], {"these": 15, "these_atoms": 15, "other": 9, "other_atoms": 10})
             self.assertEqual(evaluate.atoms_per_molecule(evaluate.read_xyz(b)),
                              {"H": 4.0, "C": 0.5, "N": 0.5, "O": 0.0, "F": 0.0})
             # another step count is not a pair
@@ -961,6 +963,45 @@ class DataTests(unittest.TestCase):
             self.assertEqual(out.returncode, 0, out.stderr)
             self.assertIn("molecule_stability: new 75.0 % against old 50.0 %; only new 5, only old 0, exact "
                           "McNemar p = 0.0625", out.stdout)
+            self.assertIn("ship rule on molecule_stability: FAIL (molecule_stability 5 against 0", out.stdout)
+
+    def test_pooled_verdict_applies_the_ship_rule(self):
+        """The pooled verdict: PASS only when the tested metric wins at p < 0.05 and validity and atom stability
+        (pooled over all atoms) are not lower; reports without atom stability give INCOMPLETE, not PASS."""
+        import pool_paired
+
+        def report(seed, only_new, only_old, valid_new=8, stable_atoms_new=95, atoms=100):
+            return {"seed": seed, "steps": 100, "paired": {
+                "other": f"old_{seed}.xyz", "molecules": 10,
+                "molecule_stability": {"these": 2 + only_new, "other": 2 + only_old, "only_these": only_new,
+                                       "only_other": only_old, "mcnemar_p": 0.0},
+                "validity": {"these": valid_new, "other": 8, "only_these": 1, "only_other": 1, "mcnemar_p": 1.0},
+                "atom_stability": {"these": stable_atoms_new, "these_atoms": atoms, "other": 95, "other_atoms": 100}}}
+
+        # 6 against 0 discordant molecules: p = 2/64
+        res = pool_paired.pool([("a", report(1, 3, 0)), ("b", report(2, 3, 0, atoms=300, stable_atoms_new=290))])
+        self.assertEqual({k: res["atom_stability"][k] for k in ("these", "these_atoms", "other", "other_atoms")},
+                         {"these": 385, "these_atoms": 400, "other": 190, "other_atoms": 200})
+        self.assertAlmostEqual(res["atom_stability"]["these_rate"], 385 / 400)
+        self.assertEqual(pool_paired.verdict(res)[0], "PASS")
+        # the same molecules with validity lower, or atom stability lower, or too few discordant ones
+        self.assertEqual(pool_paired.verdict(pool_paired.pool([("a", report(1, 3, 0)),
+                                                               ("b", report(2, 3, 0, valid_new=7))]))[0], "FAIL")
+        lower = pool_paired.pool([("a", report(1, 3, 0)), ("b", report(2, 3, 0, stable_atoms_new=94))])
+        verdict, why = pool_paired.verdict(lower)
+        self.assertEqual(verdict, "FAIL")
+        self.assertIn("atom stability 94.50 against 95.00 %", why)
+        self.assertEqual(pool_paired.verdict(pool_paired.pool([("a", report(1, 3, 0)), ("b", report(2, 2, 0))]))[0],
+                         "FAIL")  # 5 against 0: p = 2/32
+        # validity as the tested metric: 2 against 2 discordant is no gain
+        self.assertEqual(pool_paired.verdict(res, "validity")[0], "FAIL")
+        old = report(2, 3, 0)
+        del old["paired"]["atom_stability"]
+        res = pool_paired.pool([("a", report(1, 3, 0)), ("b", old)])
+        self.assertNotIn("atom_stability", res)
+        self.assertEqual(pool_paired.verdict(res), ("INCOMPLETE", "molecule_stability 6 against 0 only-new/only-old, "
+                                                    "p = 0.0312; validity 16 against 16; atom stability not in the "
+                                                    "reports"))
 
     def test_data_reference_writes_test_molecules_as_xyz(self):
         import evaluate
