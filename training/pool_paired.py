@@ -16,14 +16,28 @@ older reports lack it) and ends with the ship rule's verdict on the pooled numbe
 (`--metric`, molecule stability unless the pre-registered test names validity) favours the new file at
 p < 0.05 and neither other metric is lower; FAIL otherwise; INCOMPLETE when the reports carry no atom
 stability to check.
+
+Beside each p value it prints the paired difference in points with its 95 % interval (normal approximation for
+paired proportions), so a lean that a test cannot resolve is reported with its size, not only as "p > 0.05".
 """
 import argparse
 import json
+import math
 import sys
 
 from evaluate import mcnemar_p
 
 METRICS = ("molecule_stability", "validity")
+
+
+def paired_difference(only_these, only_other, molecules, z=1.96):
+    """(difference, low, high) of two paired proportions, as fractions: the difference is (b - c) / n for b
+    molecules only the new file gets right and c only the old one, and its variance (b + c - (b - c)^2 / n) / n^2
+    (the paired-proportions normal approximation); the interval is difference +- z standard errors."""
+    n = max(molecules, 1)
+    d = (only_these - only_other) / n
+    se = math.sqrt(max(only_these + only_other - (only_these - only_other) ** 2 / n, 0.0)) / n
+    return d, d - z * se, d + z * se
 
 
 def pool(reports):
@@ -48,6 +62,8 @@ def pool(reports):
         tot = {k: sum(r["paired"][m][k] for _, r in reports) for k in ("these", "other", "only_these", "only_other")}
         tot["molecules"] = sum(r["paired"]["molecules"] for _, r in reports)
         tot["mcnemar_p"] = mcnemar_p(tot["only_these"], tot["only_other"])
+        d, lo, hi = paired_difference(tot["only_these"], tot["only_other"], tot["molecules"])
+        tot["difference"], tot["difference_95"] = d, [lo, hi]
         out[m] = tot
     atoms = [r["paired"].get("atom_stability") for _, r in reports]
     if all(isinstance(a, dict) for a in atoms):
@@ -102,7 +118,9 @@ def main():
         r = res[m]
         n = max(r["molecules"], 1)
         print(f"{m}: new {100 * r['these'] / n:.1f} % against old {100 * r['other'] / n:.1f} %; only new "
-              f"{r['only_these']}, only old {r['only_other']}, exact McNemar p = {r['mcnemar_p']:.3g}")
+              f"{r['only_these']}, only old {r['only_other']}, exact McNemar p = {r['mcnemar_p']:.3g}; difference "
+              f"{100 * r['difference']:+.1f} points (95 % interval {100 * r['difference_95'][0]:+.1f} to "
+              f"{100 * r['difference_95'][1]:+.1f})")
     if "atom_stability" in res:
         a = res["atom_stability"]
         print(f"atom_stability: new {100 * a['these_rate']:.2f} % against old {100 * a['other_rate']:.2f} % "

@@ -3,6 +3,7 @@ that training reduces the loss, export/resume, and the QM9 CSV parser."""
 import contextlib
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -964,6 +965,29 @@ class DataTests(unittest.TestCase):
             self.assertIn("molecule_stability: new 75.0 % against old 50.0 %; only new 5, only old 0, exact "
                           "McNemar p = 0.0625", out.stdout)
             self.assertIn("ship rule on molecule_stability: FAIL (molecule_stability 5 against 0", out.stdout)
+
+    def test_paired_difference_interval(self):
+        """The paired difference and its 95 % interval: symmetric about 0 when both files win as often; of zero
+        width when every molecule is a win for one file; and for 406 against 374 of 4,000 (session 33's test)
+        +0.8 points with an interval of about +-1.37 points, computed here from the definition."""
+        import pool_paired
+
+        d, lo, hi = pool_paired.paired_difference(50, 50, 1000)
+        self.assertEqual(d, 0.0)
+        self.assertAlmostEqual(lo, -hi)
+        self.assertAlmostEqual(hi, 1.96 * math.sqrt(100) / 1000)
+        self.assertEqual(pool_paired.paired_difference(10, 0, 10), (1.0, 1.0, 1.0))
+        d, lo, hi = pool_paired.paired_difference(406, 374, 4000)
+        self.assertAlmostEqual(d, 0.008)
+        se = math.sqrt((406 / 4000 + 374 / 4000 - 0.008 ** 2) / 4000)
+        self.assertAlmostEqual(hi - d, 1.96 * se)
+        self.assertAlmostEqual(d - lo, 1.96 * se)
+        self.assertLess(lo, 0.0)  # p = 0.27: the interval holds 0
+        res = pool_paired.pool([("a", {"seed": 1, "steps": 100, "paired": {
+            "other": "o.xyz", "molecules": 4000,
+            "molecule_stability": {"these": 2398, "other": 2366, "only_these": 406, "only_other": 374},
+            "validity": {"these": 3254, "other": 3235, "only_these": 267, "only_other": 248}}})])
+        self.assertAlmostEqual(res["molecule_stability"]["difference_95"][1], hi)
 
     def test_pooled_verdict_applies_the_ship_rule(self):
         """The pooled verdict: PASS only when the tested metric wins at p < 0.05 and validity and atom stability
