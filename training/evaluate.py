@@ -41,7 +41,9 @@ LABEL = re.compile(r"^molecule (\d+) \S+ seed (\d+) steps (\d+)\b")
 
 def read_xyz(path, comments=False):
     """[(positions, types)] of a multi-molecule XYZ file; with comments=True, (positions, types, comment line)."""
-    mols, lines, k = [], open(path).read().splitlines(), 0
+    with open(path) as fh:
+        lines = fh.read().splitlines()
+    mols, k = [], 0
     while k < len(lines):
         if not lines[k].strip():
             k += 1
@@ -181,6 +183,44 @@ def paired(mols, vs, other_path):
     return res
 
 
+def summarise(mols, vs, n, train=None, **label):
+    """The protocol's report on `mols` (read_xyz's list) and their verdicts `vs`: the rates, per molecule asked
+    for (`n`; one whose chain diverged and was skipped by the sampler counts as unstable and invalid), and the
+    exact counts behind them (`counts`), which `pool_reports.py` adds over seeds. `train` is the set of training
+    SMILES for novelty (None: no novelty); `label` (weights, steps, seed, sampling_seconds) leads the report."""
+    stable_atoms, atoms = sum(v.stable_atoms for v in vs), sum(v.atoms for v in vs)
+    stable_mols = sum(bool(v.stable) for v in vs)
+    valid = [v.smiles for v in vs if v.smiles is not None]
+    unique = set(valid)
+    asked = max(len(mols), n or 0, 1)
+    res = {
+        "weights": label.get("weights"),
+        "samples_requested": n,
+        "samples": len(mols),
+        "steps": label.get("steps"),
+        "seed": label.get("seed"),
+        "atom_stability": stable_atoms / max(atoms, 1),
+        "diverged": max(0, (n or 0) - len(mols)),
+        "molecule_stability": stable_mols / asked,
+        "validity": len(valid) / asked,
+        "uniqueness": len(unique) / max(len(valid), 1),
+        "valid_and_unique": len(unique) / asked,
+        "sampling_seconds": label.get("sampling_seconds"),
+        # why the invalid ones fail ("N valence 4": an atom over-bonded by the distance rule), most common first
+        "invalid_reasons": dict(collections.Counter(v.reason for v in vs if v.reason is not None).most_common()),
+        "over_bonded": over_bonded_summary(vs),
+        "atoms_per_molecule": atoms_per_molecule(mols),
+        "bonds_per_molecule": bonds_per_molecule(vs),
+        "counts": {"asked": asked, "atoms": atoms, "stable_atoms": stable_atoms, "stable_molecules": stable_mols,
+                   "valid": len(valid), "unique": len(unique)},
+    }
+    if train is not None:
+        novel = len([s for s in unique if s not in train])
+        res["novelty"] = novel / max(len(unique), 1)
+        res["counts"]["novel"] = novel
+    return res
+
+
 def write_data_reference(path, n, seed, data=os.path.join(HERE, "data", "qm9_compact.npz")):
     """Write n molecules of the QM9 test split (seeded choice) as XYZ: the protocol's ceiling on real molecules
     (the EDM paper reports 99.0 / 95.2 / 97.7 for the data), and the yardstick for `over_bonded`. Returns how many
@@ -261,39 +301,15 @@ def main():
     rust = json.loads(subprocess.check_output([args.binary, "eval", "--json", out]))
 
     vs = verdicts(mols)
-    stable_atoms, atoms = sum(v.stable_atoms for v in vs), sum(v.atoms for v in vs)
-    stable_mols = sum(bool(v.stable) for v in vs)
-    valid = [v.smiles for v in vs if v.smiles is not None]
-    unique = set(valid)
-    # per molecule asked for: one whose chain diverged (skipped by the sampler) counts as unstable and invalid
-    asked = max(len(mols), n or 0, 1)
-    res = {
-        "weights": source,
-        "samples_requested": n,
-        "samples": len(mols),
-        "steps": steps,
-        "seed": seed,
-        "atom_stability": stable_atoms / max(atoms, 1),
-        "diverged": max(0, (n or 0) - len(mols)),
-        "molecule_stability": stable_mols / asked,
-        "validity": len(valid) / asked,
-        "uniqueness": len(unique) / max(len(valid), 1),
-        "valid_and_unique": len(unique) / asked,
-        "sampling_seconds": sample_s,
-        # why the invalid ones fail ("N valence 4": an atom over-bonded by the distance rule), most common first
-        "invalid_reasons": dict(collections.Counter(v.reason for v in vs if v.reason is not None).most_common()),
-        "over_bonded": over_bonded_summary(vs),
-        "atoms_per_molecule": atoms_per_molecule(mols),
-        "bonds_per_molecule": bonds_per_molecule(vs),
-    }
+    train = set(open(args.smiles).read().split()) if os.path.exists(args.smiles) else None
+    res = summarise(mols, vs, n, train, weights=source, steps=steps, seed=seed, sampling_seconds=sample_s)
     if args.paired:
         res["paired"] = paired(mols, vs, args.paired)
-    if os.path.exists(args.smiles):
-        train = set(open(args.smiles).read().split())
-        res["novelty"] = len([s for s in unique if s not in train]) / max(len(unique), 1)
+    c = res["counts"]
     # the Rust and Python implementations of the stability rule must agree
-    if rust["stable_atoms"] != stable_atoms or rust["stable_molecules"] != stable_mols:
-        sys.exit(f"stability mismatch: Rust {rust} vs Python {stable_atoms} atoms, {stable_mols} molecules")
+    if rust["stable_atoms"] != c["stable_atoms"] or rust["stable_molecules"] != c["stable_molecules"]:
+        sys.exit(f"stability mismatch: Rust {rust} vs Python {c['stable_atoms']} atoms, {c['stable_molecules']} "
+                 "molecules")
     nov = f"{100 * res['novelty']:.1f}" if "novelty" in res else "-"
     print(f"| {res['samples']} | {'-' if steps is None else steps} | {100 * res['atom_stability']:.1f} | "
           f"{100 * res['molecule_stability']:.1f} | {100 * res['validity']:.1f} | "

@@ -1027,6 +1027,79 @@ class DataTests(unittest.TestCase):
                                                     "p = 0.0312; validity 16 against 16; atom stability not in the "
                                                     "reports"))
 
+    def test_unpaired_reports_pool_their_exact_counts_over_seeds(self):
+        """Two seeds' reports (built by evaluate.summarise from real molecules) pool by adding counts: atoms weigh
+        by their number, not each seed alike; an older report without `counts` gives the same pool from its rates;
+        a seed twice, a mixed step count under --one, or rates that are no whole count are refused by name."""
+        import evaluate
+        import pool_reports
+
+        ch4 = ("5\nmolecule {} X seed {} steps 100\nC 0 0 0\nH 0.63 0.63 0.63\nH 0.63 -0.63 -0.63\n"
+               "H -0.63 0.63 -0.63\nH -0.63 -0.63 0.63\n")
+        nh4 = ch4.replace("C 0 0 0", "N 0 0 0")  # N with four H: over-valent, unstable and invalid
+        h2o = "3\nmolecule {} X seed {} steps 100\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n"
+        reports = []
+        with tempfile.TemporaryDirectory() as d:
+            # seed 1: CH4, NH4 (2 of 3 asked: molecule 2 diverged); seed 2: CH4, H2O, CH4 again
+            for seed, mols in ((1, [ch4, nh4]), (2, [ch4, h2o, ch4])):
+                path = os.path.join(d, f"{seed}.xyz")
+                with open(path, "w") as f:
+                    f.write("".join(m.format(i, seed) for i, m in enumerate(mols)))
+                read = evaluate.read_xyz(path, comments=True)
+                reports.append((f"seed{seed}.json", evaluate.summarise(
+                    read, evaluate.verdicts(read), 3, train={"[H]C([H])([H])[H]"}, weights="w.safetensors",
+                    steps=100, seed=seed)))
+        one = reports[0][1]
+        self.assertEqual(one["counts"], {"asked": 3, "atoms": 10, "stable_atoms": 9, "stable_molecules": 1,
+                                         "valid": 1, "unique": 1, "novel": 0})
+        self.assertAlmostEqual(one["molecule_stability"], 1 / 3)
+        (g,) = pool_reports.pool(reports)
+        self.assertEqual(g["seeds"], [1, 2])
+        # CH4 is in the training SMILES, water is not: 1 novel of seed 2's 2 unique, none of seed 1's 1
+        self.assertEqual(g["counts"], {"asked": 6, "atoms": 23, "stable_atoms": 22, "stable_molecules": 4,
+                                       "valid": 4, "unique": 3, "novel": 1, "novel_of": 3})
+        self.assertAlmostEqual(g["rates"]["atom_stability"], 22 / 23)  # not (9/10 + 13/13) / 2
+        self.assertFalse(g["derived"])
+        lo, hi = g["intervals_95"]["validity"]
+        self.assertTrue(lo < 4 / 6 < hi)
+        self.assertEqual(pool_reports.row(g), "| 6 | 100 | 95.7 | 66.7 (30.0-90.3) | 66.7 (30.0-90.3) | 50.0 | "
+                                              "33.3 |")
+        # the same reports as older files wrote them (rates only) pool to the same counts
+        old = [(n, {k: v for k, v in r.items() if k != "counts"}) for n, r in reports]
+        (g_old,) = pool_reports.pool(old)
+        self.assertTrue(g_old["derived"])
+        self.assertEqual(g_old["counts"], g["counts"])
+        with self.assertRaisesRegex(ValueError, "seed1b.json: seed 1 of w.safetensors at 100 steps is already"):
+            pool_reports.pool(reports + [("seed1b.json", reports[0][1])])
+        elsewhere = dict(reports[1][1], weights="weights/w.safetensors")
+        self.assertEqual(len(pool_reports.pool([reports[0], ("b", elsewhere)])), 2)  # by path, unless --one
+        self.assertEqual(pool_reports.pool([reports[0], ("b", elsewhere)], one=True)[0]["seeds"], [1, 2])
+        with self.assertRaisesRegex(ValueError, "b: 1000 steps, but seed1.json has 100"):
+            pool_reports.pool([reports[0], ("b", dict(elsewhere, steps=1000))], one=True)
+        broken = dict(old[0][1], molecule_stability=0.4)  # 0.4 x 3 molecules is no count
+        with self.assertRaisesRegex(ValueError, "x.json: molecule stability x molecules comes to 1.2000"):
+            pool_reports.pool([("x.json", broken)])
+        # the half-up rounding of exact counts: 1637 of 2000 is 81.85 %
+        self.assertEqual((pool_reports.percent(1637, 2000), pool_reports.percent(2, 3)), ("81.9", "66.7"))
+        # the command line: rows and counts, and an unreadable file named
+        with tempfile.TemporaryDirectory() as d:
+            paths = [os.path.join(d, n) for n, _ in reports]
+            for path, (_, r) in zip(paths, reports):
+                with open(path, "w") as f:
+                    json.dump(r, f)
+            out = subprocess.run([sys.executable, os.path.join(ROOT, "training", "pool_reports.py"), *paths],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("| 6 | 100 | 95.7 | 66.7", out.stdout)
+            self.assertIn("seeds 1, 2: 22 of 23 atoms stable, 4 of 6 molecules stable, 4 valid, 3 unique, 1 novel",
+                          out.stdout)
+            with open(paths[0], "w") as f:
+                f.write("{")
+            out = subprocess.run([sys.executable, os.path.join(ROOT, "training", "pool_reports.py"), *paths],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("seed1.json: cannot read it as a JSON report", out.stderr)
+
     def test_data_reference_writes_test_molecules_as_xyz(self):
         import evaluate
 
