@@ -23,7 +23,7 @@ import json
 import math
 import sys
 
-ELEMENTS = ("H", "C", "N", "O", "F")
+from chem import ELEMENTS
 COUNTS = ("asked", "atoms", "stable_atoms", "stable_molecules", "valid", "unique")
 
 
@@ -86,13 +86,14 @@ def pool(reports, one=False):
     for name, r in reports:
         key = (r.get("weights"), r.get("steps"))
         if one:
-            if groups and key[1] != next(iter(groups))[1]:
-                raise ValueError(f"{name}: {key[1]} steps, but {reports[0][0]} has {next(iter(groups))[1]}; one pool "
-                                 "holds one step count")
-            key = next(iter(groups), key)
+            first = next(iter(groups), key)
+            if key[1] != first[1]:
+                raise ValueError(f"{name}: {key[1]} steps, but {reports[0][0]} has {first[1]}; one pool holds one "
+                                 "step count")
+            key = first
         g = groups.setdefault(key, {"weights": key[0], "steps": key[1], "seeds": [], "files": [],
                                     "weights_seen": [], "derived": False,
-                                    "counts": dict.fromkeys(COUNTS, 0), "novel": 0, "novel_from": 0})
+                                    "counts": dict.fromkeys(COUNTS + ("novel", "novel_of"), 0)})
         seed = r.get("seed")
         if seed is None:
             raise ValueError(f"{name}: no seed in it; a pool needs independent draws, one per seed")
@@ -107,21 +108,20 @@ def pool(reports, one=False):
         g["derived"] = g["derived"] or derived
         for k in COUNTS:
             g["counts"][k] += c[k]
-        if "novel" in c:
-            g["novel"] += c["novel"]
-            g["novel_from"] += c["unique"]
+        if "novel" in c:  # novelty over the unique SMILES of the seeds whose reports measured it
+            g["counts"]["novel"] += c["novel"]
+            g["counts"]["novel_of"] += c["unique"]
     out = []
     for g in groups.values():
-        c = g.pop("counts")
+        c = g["counts"]
         asked = max(c["asked"], 1)
-        novel, novel_from = g.pop("novel"), g.pop("novel_from")
-        g["counts"] = dict(c, novel=novel if novel_from else None, novel_of=novel_from)
+        if not c["novel_of"]:
+            c["novel"] = None
         g["rates"] = {"atom_stability": c["stable_atoms"] / max(c["atoms"], 1),
                       "molecule_stability": c["stable_molecules"] / asked,
                       "validity": c["valid"] / asked,
                       "valid_and_unique": c["unique"] / asked,
-                      # novelty over the unique SMILES of the seeds whose reports measured it
-                      "novelty": novel / novel_from if novel_from else None}
+                      "novelty": c["novel"] / c["novel_of"] if c["novel_of"] else None}
         g["intervals_95"] = {"molecule_stability": list(wilson(c["stable_molecules"], asked)),
                              "validity": list(wilson(c["valid"], asked))}
         out.append(g)
