@@ -15,7 +15,8 @@ It also says why molecules fail (`over_bonded`: over-valent atoms with too many 
 neighbour count fits but a bond counts double or triple, and how far inside its threshold that bond lies).
 `--paired` compares two sample files drawn with the same --n, --seed and --steps (so the same atom counts and
 noise) molecule by molecule, matched by the index in each molecule's comment line: the exact McNemar test on
-molecule stability and validity, a cheap way to tell whether new weights are better than noise.
+molecule stability and validity, a cheap way to tell whether new weights are better than noise, and how alike
+the two sets are (`agreement`: same atom types, coordinate differences, same SMILES).
 """
 import argparse
 import collections
@@ -180,6 +181,24 @@ def paired(mols, vs, other_path):
     res["atoms_per_molecule_difference"] = {
         e: [round(float(diff[:, j].mean()), 3), round(float(diff[:, j].std(ddof=1) / np.sqrt(len(both))), 3)]
         for j, e in enumerate(ELEMENTS)} if len(both) > 1 else {}
+    res["agreement"] = agreement([a_by[i] for i in both], [b_by[i] for i in both])
+    return res
+
+
+def agreement(pairs_a, pairs_b):
+    """How alike two paired sample sets are molecule by molecule (both lists of (molecule, verdict) in the same
+    order): chains ending with the same atom types, the largest coordinate difference of each such molecule
+    (quantiles, in Ångström: both files place molecules in the same frame, so no alignment), and valid molecules
+    with the same canonical SMILES. Near-identical weights (float16 against float32) agree almost everywhere."""
+    same = [(ma, mb) for (ma, _), (mb, _) in zip(pairs_a, pairs_b) if list(ma[1]) == list(mb[1])]
+    dmax = [float(np.abs(ma[0] - mb[0]).max()) for ma, mb in same]
+    valid = [(va.smiles, vb.smiles) for (_, va), (_, vb) in zip(pairs_a, pairs_b)
+             if va.smiles is not None and vb.smiles is not None]
+    res = {"molecules_in_both": len(pairs_a), "same_types": len(same), "valid_in_both": len(valid),
+           "same_smiles": sum(sa == sb for sa, sb in valid)}
+    if dmax:
+        q = np.quantile(dmax, [0.5, 0.9, 1.0])
+        res["max_coordinate_difference_angstrom"] = {k: round(float(v), 4) for k, v in zip(("median", "q90", "max"), q)}
     return res
 
 

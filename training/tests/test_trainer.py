@@ -916,12 +916,33 @@ class DataTests(unittest.TestCase):
             self.assertEqual(res["atoms_per_molecule_difference"]["H"], [0.0, 0.0])
             # atom stability over each file's own atoms: 15 of 15 here; there CH4 (5 of 5) and NH4, whose N is over-valent
             self.assertEqual(res["atom_stability"], {"these": 15, "these_atoms": 15, "other": 9, "other_atoms": 10})
+            # agreement over molecules 0 and 2: only 0 ends with the same types (identical), and only 0 is valid in both
+            self.assertEqual(res["agreement"], {"molecules_in_both": 2, "same_types": 1, "valid_in_both": 1,
+                                                "same_smiles": 1, "max_coordinate_difference_angstrom":
+                                                    {"median": 0.0, "q90": 0.0, "max": 0.0}})
             self.assertEqual(evaluate.atoms_per_molecule(evaluate.read_xyz(b)),
                              {"H": 4.0, "C": 0.5, "N": 0.5, "O": 0.0, "F": 0.0})
             # another step count is not a pair
             open(b, "w").write(ch4.format(label.format(0).replace("steps 100", "steps 1000")))
             with self.assertRaises(SystemExit):
                 evaluate.paired(mols, evaluate.verdicts(mols), b)
+
+    def test_agreement_measures_coordinates_and_smiles_of_paired_molecules(self):
+        import evaluate
+
+        ch4 = (np.array([[0, 0, 0], [0.63, 0.63, 0.63], [0.63, -0.63, -0.63], [-0.63, 0.63, -0.63],
+                         [-0.63, -0.63, 0.63]], dtype=np.float32), [1, 0, 0, 0, 0])
+        moved = (ch4[0] + np.array([[0, 0, 0.002]] * 4 + [[0.05, 0, 0]], dtype=np.float32), ch4[1])
+        nh4 = (ch4[0], [2, 0, 0, 0, 0])
+        a = [(m, evaluate.verdict(*m)) for m in (ch4, ch4, ch4)]
+        b = [(m, evaluate.verdict(*m)) for m in (ch4, moved, nh4)]
+        res = evaluate.agreement(a, b)
+        self.assertEqual({k: res[k] for k in ("molecules_in_both", "same_types", "valid_in_both", "same_smiles")},
+                         {"molecules_in_both": 3, "same_types": 2, "valid_in_both": 2, "same_smiles": 2})
+        q = res["max_coordinate_difference_angstrom"]  # per molecule 0 and 0.05: the median halfway
+        self.assertAlmostEqual(q["median"], 0.025, places=4)
+        self.assertAlmostEqual(q["max"], 0.05, places=4)
+        self.assertNotIn("max_coordinate_difference_angstrom", evaluate.agreement(a[2:], b[2:]))
 
     def test_pooled_paired_test_adds_discordant_molecules_over_seeds(self):
         """Two seeds each too small to tell anything (3 against 0: p = 0.25; 2 against 0: p = 0.5) pool to 5
