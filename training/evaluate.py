@@ -233,10 +233,13 @@ def summarise(mols, vs, n, train=None, **label):
         "counts": {"asked": asked, "atoms": atoms, "stable_atoms": stable_atoms, "stable_molecules": stable_mols,
                    "valid": len(valid), "unique": len(unique)},
     }
+    # the unique valid SMILES themselves, so that pool_reports.py can count uniqueness and novelty across seeds
+    res["smiles"] = {"unique": sorted(unique)}
     if train is not None:
-        novel = len([s for s in unique if s not in train])
-        res["novelty"] = novel / max(len(unique), 1)
-        res["counts"]["novel"] = novel
+        novel = sorted(s for s in unique if s not in train)
+        res["novelty"] = len(novel) / max(len(unique), 1)
+        res["counts"]["novel"] = len(novel)
+        res["smiles"]["novel"] = novel
     return res
 
 
@@ -336,7 +339,7 @@ def main():
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1)
-    print(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k != "smiles"}, indent=1))  # the SMILES lists: in --json
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ means, which are exact for up to 1000 molecules) and checked: a count that is no
 with the file's name instead of guessing. Such a group is marked "(counts from rates)".
 
 Molecule stability and validity get a 95 % Wilson interval: the draws of different seeds are independent, so their
-molecules pool like one larger draw. Uniqueness is each seed's own (a SMILES seen in two seeds counts in both):
-the reports do not hold the SMILES to tell.
+molecules pool like one larger draw. Uniqueness and novelty are counted across seeds, as EDM counts them over one
+set of samples (a SMILES drawn by two seeds is one unique molecule), where every report of a group holds its
+SMILES (`smiles`, written by evaluate.py since session 37); otherwise each seed's own uniqueness is added (a
+SMILES seen in two seeds counts in both) and the row says "per seed".
 """
 import argparse
 import json
@@ -106,6 +108,15 @@ def pool(reports, one=False):
         if r.get("weights") not in g["weights_seen"]:
             g["weights_seen"].append(r.get("weights"))
         g["derived"] = g["derived"] or derived
+        smiles = r.get("smiles") if isinstance(r.get("smiles"), dict) else {}
+        if "unique" in smiles and g.setdefault("_unique", set()) is not None:
+            g["_unique"].update(smiles["unique"])
+            if "novel" in smiles and g.setdefault("_novel", set()) is not None:
+                g["_novel"].update(smiles["novel"])
+            else:
+                g["_novel"] = None
+        else:  # one report without its SMILES: uniqueness across seeds cannot be counted for the group
+            g["_unique"] = g["_novel"] = None
         for k in COUNTS:
             g["counts"][k] += c[k]
         if "novel" in c:  # novelty over the unique SMILES of the seeds whose reports measured it
@@ -124,6 +135,12 @@ def pool(reports, one=False):
                       "novelty": c["novel"] / c["novel_of"] if c["novel_of"] else None}
         g["intervals_95"] = {"molecule_stability": list(wilson(c["stable_molecules"], asked)),
                              "validity": list(wilson(c["valid"], asked))}
+        # uniqueness and novelty across seeds, from the SMILES (None where a report lacks them)
+        unique, novel = g.pop("_unique", None), g.pop("_novel", None)
+        g["across_seeds"] = None if unique is None else {
+            "unique": len(unique), "novel": None if novel is None else len(novel & unique),
+            "valid_and_unique": len(unique) / asked,
+            "novelty": None if novel is None else len(novel & unique) / max(len(unique), 1)}
         out.append(g)
     return out
 
@@ -140,16 +157,22 @@ def percent(k, n):
 def row(g):
     """The model card's Markdown row for one pooled group: molecules | steps | atom | molecule (interval) |
     validity (interval) | valid and unique | novelty, in %."""
-    c, i = g["counts"], g["intervals_95"]
+    c, i, x = g["counts"], g["intervals_95"], g.get("across_seeds")
     asked = max(c["asked"], 1)
 
     def ends(name):
         return "-".join(f"{100 * x:.1f}" for x in i[name])
 
+    if x is not None:  # counted across seeds
+        unique = percent(x["unique"], asked)
+        novel = percent(x["novel"], x["unique"]) if x["novel"] is not None else "-"
+    else:
+        per = " (per seed)" if len(g["seeds"]) > 1 else ""
+        unique = percent(c["unique"], asked) + per
+        novel = percent(c["novel"], c["novel_of"]) + per if c["novel"] is not None else "-"
     return (f"| {c['asked']} | {'-' if g['steps'] is None else g['steps']} | {percent(c['stable_atoms'], c['atoms'])} "
             f"| {percent(c['stable_molecules'], asked)} ({ends('molecule_stability')}) | "
-            f"{percent(c['valid'], asked)} ({ends('validity')}) | {percent(c['unique'], asked)} | "
-            f"{percent(c['novel'], c['novel_of']) if c['novel'] is not None else '-'} |")
+            f"{percent(c['valid'], asked)} ({ends('validity')}) | {unique} | {novel} |")
 
 
 def main():
@@ -181,7 +204,9 @@ def main():
               f"seeds {', '.join(map(str, g['seeds']))}{' (counts from rates)' if g['derived'] else ''}: "
               f"{c['stable_atoms']} of {c['atoms']} atoms stable, "
               f"{c['stable_molecules']} of {c['asked']} molecules stable, {c['valid']} valid, {c['unique']} unique"
-              + (f", {c['novel']} novel" if c["novel"] is not None else ""))
+              + (f", {c['novel']} novel" if c["novel"] is not None else "") + " (each seed's own)"
+              + ("" if g["across_seeds"] is None else f"; across seeds {g['across_seeds']['unique']} unique"
+                 + ("" if g["across_seeds"]["novel"] is None else f", {g['across_seeds']['novel']} novel")))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(groups, f, indent=1)

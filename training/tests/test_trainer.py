@@ -1083,13 +1083,21 @@ class DataTests(unittest.TestCase):
         self.assertFalse(g["derived"])
         lo, hi = g["intervals_95"]["validity"]
         self.assertTrue(lo < 4 / 6 < hi)
-        self.assertEqual(pool_reports.row(g), "| 6 | 100 | 95.7 | 66.7 (30.0-90.3) | 66.7 (30.0-90.3) | 50.0 | "
-                                              "33.3 |")
-        # the same reports as older files wrote them (rates only) pool to the same counts
-        old = [(n, {k: v for k, v in r.items() if k != "counts"}) for n, r in reports]
+        # across seeds CH4 is one molecule: 2 unique of 6 asked (not 3), 1 novel of them (water)
+        self.assertEqual(one["smiles"], {"unique": ["[H]C([H])([H])[H]"], "novel": []})
+        self.assertEqual(g["across_seeds"], {"unique": 2, "novel": 1, "valid_and_unique": 2 / 6, "novelty": 0.5})
+        self.assertEqual(pool_reports.row(g), "| 6 | 100 | 95.7 | 66.7 (30.0-90.3) | 66.7 (30.0-90.3) | 33.3 | "
+                                              "50.0 |")
+        # the same reports as older files wrote them (rates only, no SMILES) pool to the same counts; uniqueness
+        # and novelty are then each seed's own, and the row says so
+        old = [(n, {k: v for k, v in r.items() if k not in ("counts", "smiles")}) for n, r in reports]
         (g_old,) = pool_reports.pool(old)
         self.assertTrue(g_old["derived"])
         self.assertEqual(g_old["counts"], g["counts"])
+        self.assertIsNone(g_old["across_seeds"])
+        self.assertTrue(pool_reports.row(g_old).endswith("| 50.0 (per seed) | 33.3 (per seed) |"))
+        # one report without SMILES is enough to fall back for the whole group
+        self.assertIsNone(pool_reports.pool([reports[0], old[1]])[0]["across_seeds"])
         with self.assertRaisesRegex(ValueError, "seed1b.json: seed 1 of w.safetensors at 100 steps is already"):
             pool_reports.pool(reports + [("seed1b.json", reports[0][1])])
         elsewhere = dict(reports[1][1], weights="weights/w.safetensors")
@@ -1112,8 +1120,8 @@ class DataTests(unittest.TestCase):
                                  capture_output=True, text=True, timeout=60)
             self.assertEqual(out.returncode, 0, out.stderr)
             self.assertIn("| 6 | 100 | 95.7 | 66.7", out.stdout)
-            self.assertIn("seeds 1, 2: 22 of 23 atoms stable, 4 of 6 molecules stable, 4 valid, 3 unique, 1 novel",
-                          out.stdout)
+            self.assertIn("seeds 1, 2: 22 of 23 atoms stable, 4 of 6 molecules stable, 4 valid, 3 unique, 1 novel "
+                          "(each seed's own); across seeds 2 unique, 1 novel", out.stdout)
             with open(paths[0], "w") as f:
                 f.write("{")
             out = subprocess.run([sys.executable, os.path.join(ROOT, "training", "pool_reports.py"), *paths],
