@@ -17,6 +17,9 @@ older reports lack it) and ends with the ship rule's verdict on the pooled numbe
 p < 0.05 and neither other metric is lower; FAIL otherwise; INCOMPLETE when the reports carry no atom
 stability to check.
 
+Where the reports carry it (since session 37), it adds up how alike the two sets are (`agreement`: molecules
+ending with the same atom types, and valid in both with the same SMILES).
+
 Beside each p value it prints the paired difference in points with its 95 % interval (normal approximation for
 paired proportions), so a lean that a test cannot resolve is reported with its size, not only as "p > 0.05".
 """
@@ -71,6 +74,10 @@ def pool(reports):
         tot["these_rate"] = tot["these"] / max(tot["these_atoms"], 1)
         tot["other_rate"] = tot["other"] / max(tot["other_atoms"], 1)
         out["atom_stability"] = tot
+    agree = [r["paired"].get("agreement") for _, r in reports]
+    if all(isinstance(a, dict) for a in agree):  # how alike the two sets are (reports written since session 37)
+        out["agreement"] = {k: sum(a[k] for a in agree)
+                            for k in ("molecules_in_both", "same_types", "valid_in_both", "same_smiles")}
     return out
 
 
@@ -125,6 +132,10 @@ def main():
         a = res["atom_stability"]
         print(f"atom_stability: new {100 * a['these_rate']:.2f} % against old {100 * a['other_rate']:.2f} % "
               f"({a['these']} of {a['these_atoms']} against {a['other']} of {a['other_atoms']} atoms)")
+    if "agreement" in res:
+        g = res["agreement"]
+        print(f"agreement: {g['same_types']} of {g['molecules_in_both']} molecules end with the same atom types; "
+              f"{g['same_smiles']} of the {g['valid_in_both']} valid in both have the same SMILES")
     res["verdict"], why = verdict(res, args.metric)
     print(f"ship rule on {args.metric}: {res['verdict']} ({why})")
     if args.json:

@@ -970,6 +970,15 @@ class DataTests(unittest.TestCase):
         twice["paired"]["other"] = "old_13.xyz"
         with self.assertRaisesRegex(ValueError, "b: compared with old_13.xyz, which another file was compared"):
             pool_paired.pool([("a", report(13, 3, 0)), ("b", twice)])
+        # agreement adds up where every report has it, and is left out where one lacks it
+        self.assertNotIn("agreement", res)
+        agreed = [report(13, 3, 0), report(14, 2, 0)]
+        for r, k in zip(agreed, (4, 6)):
+            r["paired"]["agreement"] = {"molecules_in_both": 10, "same_types": k, "valid_in_both": 8,
+                                        "same_smiles": k - 1}
+        self.assertEqual(pool_paired.pool([("a", agreed[0]), ("b", agreed[1])])["agreement"],
+                         {"molecules_in_both": 20, "same_types": 10, "valid_in_both": 16, "same_smiles": 8})
+        self.assertNotIn("agreement", pool_paired.pool([("a", agreed[0]), ("b", report(14, 2, 0))]))
         with self.assertRaisesRegex(ValueError, "c: no paired comparison"):
             pool_paired.pool([("c", {"seed": 1, "steps": 100})])
         with self.assertRaisesRegex(ValueError, "c: no paired comparison of molecule_stability and validity"):
