@@ -78,6 +78,13 @@ def counts(name, r):
     return c, True
 
 
+def _union(smiles, key):
+    """The set union of every report's SMILES list `key` ("unique" or "novel"), or None if a report lacks it."""
+    if not all(key in sm for sm in smiles):
+        return None
+    return set().union(*(sm[key] for sm in smiles))
+
+
 def pool(reports, one=False):
     """[{weights, steps, seeds, files, counts, derived, rates, intervals_95}] over `reports` ([(name, parsed
     JSON)]), one per (weights, steps) in the order first seen; with one=True a single group for all (the same
@@ -108,15 +115,7 @@ def pool(reports, one=False):
         if r.get("weights") not in g["weights_seen"]:
             g["weights_seen"].append(r.get("weights"))
         g["derived"] = g["derived"] or derived
-        smiles = r.get("smiles") if isinstance(r.get("smiles"), dict) else {}
-        if "unique" in smiles and g.setdefault("_unique", set()) is not None:
-            g["_unique"].update(smiles["unique"])
-            if "novel" in smiles and g.setdefault("_novel", set()) is not None:
-                g["_novel"].update(smiles["novel"])
-            else:
-                g["_novel"] = None
-        else:  # one report without its SMILES: uniqueness across seeds cannot be counted for the group
-            g["_unique"] = g["_novel"] = None
+        g.setdefault("_smiles", []).append(r.get("smiles") if isinstance(r.get("smiles"), dict) else {})
         for k in COUNTS:
             g["counts"][k] += c[k]
         if "novel" in c:  # novelty over the unique SMILES of the seeds whose reports measured it
@@ -135,12 +134,13 @@ def pool(reports, one=False):
                       "novelty": c["novel"] / c["novel_of"] if c["novel_of"] else None}
         g["intervals_95"] = {"molecule_stability": list(wilson(c["stable_molecules"], asked)),
                              "validity": list(wilson(c["valid"], asked))}
-        # uniqueness and novelty across seeds, from the SMILES (None where a report lacks them)
-        unique, novel = g.pop("_unique", None), g.pop("_novel", None)
+        # uniqueness and novelty across seeds: the union of the reports' SMILES, where every report holds them
+        unique, novel = (_union(g["_smiles"], k) for k in ("unique", "novel"))
+        del g["_smiles"]
         g["across_seeds"] = None if unique is None else {
-            "unique": len(unique), "novel": None if novel is None else len(novel & unique),
+            "unique": len(unique), "novel": None if novel is None else len(novel),
             "valid_and_unique": len(unique) / asked,
-            "novelty": None if novel is None else len(novel & unique) / max(len(unique), 1)}
+            "novelty": None if novel is None else len(novel) / max(len(unique), 1)}
         out.append(g)
     return out
 
