@@ -15,9 +15,17 @@ the total when one input continued another (files along one chain, e.g. 159 -> 1
 the shared stretch twice): for those, `--chain` records the last file's counters (the largest), the compute of the
 whole chain. The configuration is the inputs' own; the list of inputs is recorded under
 `averaged_from`.
+
+A file's SHA-256 covers its metadata, which records the commit and the time it was written, so a rebuilt
+average never matches the first build's SHA-256. The tensor digest (printed after writing; `--digest FILE ...`
+for existing files) covers only the tensors (names, dtypes, shapes, bytes): a rebuild from the same inputs
+matches it.
+
+    python training/average_weights.py --digest soup.safetensors
 """
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import sys
@@ -90,16 +98,50 @@ def combined_provenance(paths, provs, coefficients, chain=False):
     return out
 
 
+def tensor_digest(path):
+    """SHA-256 over a safetensors file's tensors alone: each tensor's name, dtype and shape (sorted by name) and its
+    stored bytes, leaving out the `__metadata__` block (commit, time, provenance)."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    if len(blob) < 8:
+        raise ValueError(f"{path}: {len(blob)} bytes, too short for a safetensors header")
+    n = int.from_bytes(blob[:8], "little")
+    if 8 + n > len(blob):
+        raise ValueError(f"{path}: header of {n} bytes runs past the end of the file ({len(blob)} bytes)")
+    header = json.loads(blob[8:8 + n])
+    data = blob[8 + n:]
+    h = hashlib.sha256()
+    for name in sorted(k for k in header if k != "__metadata__"):
+        entry = header[name]
+        start, end = entry["data_offsets"]
+        if not 0 <= start <= end <= len(data):
+            raise ValueError(f"{path}: {name} lies outside the file's data ({start}..{end} of {len(data)} bytes)")
+        h.update(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
+        h.update(data[start:end])
+    return h.hexdigest()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+", help="safetensors weights files of one model configuration")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="the averaged file to write (needed unless --digest)")
+    ap.add_argument("--digest", action="store_true",
+                    help="only print each input's tensor digest (SHA-256 of the tensors, not the metadata)")
     ap.add_argument("--weights-of", type=float, nargs="+", help="averaging coefficients (default: equal)")
     ap.add_argument("--precision", choices=["f16", "f32"], default="f16")
     ap.add_argument("--chain", action="store_true",
                     help="the inputs lie along one chain (each continued the one before): count the last file's "
                          "compute, not the sum of every file's excess over the smallest")
     args = ap.parse_args(argv)
+    if args.digest:
+        for path in args.inputs:
+            try:
+                print(f"{tensor_digest(path)}  {path}")
+            except (ValueError, OSError) as e:
+                sys.exit(f"average_weights: {e}")
+        return
+    if not args.out:
+        ap.error("--out is required (or --digest to only print tensor digests)")
     coefficients = args.weights_of or [1.0 / len(args.inputs)] * len(args.inputs)
     try:
         acc, cfg, provs = average(args.inputs, coefficients)
@@ -108,7 +150,8 @@ def main(argv=None):
     prov = combined_provenance(args.inputs, provs, coefficients, args.chain)
     if not write_weights(args.out, acc, cfg, prov, args.precision):
         sys.exit(f"average_weights: {args.out} not written")
-    print(f"wrote {args.out}: average of {len(args.inputs)} files, {prov.get('epochs')} epochs of compute")
+    print(f"wrote {args.out}: average of {len(args.inputs)} files, {prov.get('epochs')} epochs of compute; "
+          f"tensor digest {tensor_digest(args.out)}")
     print(json.dumps(prov["averaged_from"], indent=1))
 
 

@@ -650,6 +650,35 @@ class TrainingTests(unittest.TestCase):
             with self.assertRaisesRegex(ValueError, "summing to 1"):
                 average_weights.average([pa, pb], [0.5, 0.6])
 
+    def test_tensor_digest_ignores_metadata_but_not_tensors(self):
+        import hashlib
+
+        import average_weights
+
+        torch.manual_seed(0)
+        a = edm.EnVariationalDiffusion(8, 2)
+        with tempfile.TemporaryDirectory() as d:
+            p1, p2 = os.path.join(d, "one.safetensors"), os.path.join(d, "two.safetensors")
+            # the same tensors written with different provenance (as a rebuild at another time and commit would)
+            train.save_weights(p1, a, {"molecules_seen": 100, "updated": "2026-01-01T00:00:00Z"})
+            train.save_weights(p2, a, {"molecules_seen": 100, "updated": "2026-01-01T00:00:01Z", "git_commit": "x"})
+            sha = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (p1, p2)]
+            self.assertNotEqual(sha[0], sha[1])
+            self.assertEqual(average_weights.tensor_digest(p1), average_weights.tensor_digest(p2))
+            # one weight moved by one float32 step: a different digest
+            with torch.no_grad():
+                w = a.dynamics.egnn.embedding.weight
+                w[0, 0] = torch.nextafter(w[0, 0], torch.tensor(10.0))
+            train.save_weights(p2, a, {"molecules_seen": 100})
+            self.assertNotEqual(average_weights.tensor_digest(p1), average_weights.tensor_digest(p2))
+            # a truncated file: an error naming it, not a digest of what is left
+            blob = open(p1, "rb").read()
+            cut = os.path.join(d, "cut.safetensors")
+            with open(cut, "wb") as f:
+                f.write(blob[: len(blob) // 2])
+            with self.assertRaisesRegex(ValueError, "cut.safetensors"):
+                average_weights.tensor_digest(cut)
+
     def test_clipper_limits_outliers(self):
         clip = train.GradClipper()
         p = torch.nn.Parameter(torch.zeros(3))
