@@ -652,6 +652,7 @@ class TrainingTests(unittest.TestCase):
 
     def test_tensor_digest_ignores_metadata_but_not_tensors(self):
         import hashlib
+        import pathlib
 
         import average_weights
 
@@ -662,7 +663,7 @@ class TrainingTests(unittest.TestCase):
             # the same tensors written with different provenance (as a rebuild at another time and commit would)
             train.save_weights(p1, a, {"molecules_seen": 100, "updated": "2026-01-01T00:00:00Z"})
             train.save_weights(p2, a, {"molecules_seen": 100, "updated": "2026-01-01T00:00:01Z", "git_commit": "x"})
-            sha = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (p1, p2)]
+            sha = [hashlib.sha256(pathlib.Path(p).read_bytes()).hexdigest() for p in (p1, p2)]
             self.assertNotEqual(sha[0], sha[1])
             self.assertEqual(average_weights.tensor_digest(p1), average_weights.tensor_digest(p2))
             # one weight moved by one float32 step: a different digest
@@ -672,10 +673,9 @@ class TrainingTests(unittest.TestCase):
             train.save_weights(p2, a, {"molecules_seen": 100})
             self.assertNotEqual(average_weights.tensor_digest(p1), average_weights.tensor_digest(p2))
             # a truncated file: an error naming it, not a digest of what is left
-            blob = open(p1, "rb").read()
+            blob = pathlib.Path(p1).read_bytes()
             cut = os.path.join(d, "cut.safetensors")
-            with open(cut, "wb") as f:
-                f.write(blob[: len(blob) // 2])
+            pathlib.Path(cut).write_bytes(blob[: len(blob) // 2])
             with self.assertRaisesRegex(ValueError, "cut.safetensors"):
                 average_weights.tensor_digest(cut)
 
