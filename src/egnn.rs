@@ -25,6 +25,12 @@ struct Linear {
     out: usize,
 }
 
+/// An edge MLP (the GCL's messages, the coordinate update's hidden features): `first`, SiLU, `second`, SiLU.
+struct EdgeMlp {
+    first: EdgeInput,
+    second: Linear,
+}
+
 /// First layer of an edge or coordinate MLP, split per node.
 struct EdgeInput {
     /// `[nf, 2nf]`: columns 0..nf give A·h (receiver i), nf..2nf give B·h (sender j).
@@ -35,14 +41,12 @@ struct EdgeInput {
 }
 
 struct Block {
-    edge_in: EdgeInput,
-    edge_2: Linear,
+    edge: EdgeMlp,
     att_w: Vec<f32>,
     att_b: f32,
     node_1: Linear,
     node_2: Linear,
-    coord_in: EdgeInput,
-    coord_2: Linear,
+    coord: EdgeMlp,
     coord_3: Vec<f32>,
 }
 
@@ -93,6 +97,16 @@ impl Linear {
             }
         }
         Ok(y)
+    }
+}
+
+impl EdgeMlp {
+    /// `prefix.0` (the first layer, split per node) and `prefix.2`.
+    fn new(w: &Weights, prefix: &str, nf: usize) -> Result<Self> {
+        Ok(Self {
+            first: EdgeInput::new(w, &format!("{prefix}.0"), nf)?,
+            second: Linear::new(w, &format!("{prefix}.2"), true)?,
+        })
     }
 }
 
@@ -254,14 +268,12 @@ impl Egnn {
         for i in 0..w.config.n_layers {
             let p = format!("dynamics.egnn.e_block_{i}");
             blocks.push(Block {
-                edge_in: EdgeInput::new(w, &format!("{p}.gcl_0.edge_mlp.0"), nf)?,
-                edge_2: Linear::new(w, &format!("{p}.gcl_0.edge_mlp.2"), true)?,
+                edge: EdgeMlp::new(w, &format!("{p}.gcl_0.edge_mlp"), nf)?,
                 att_w: w.get(&format!("{p}.gcl_0.att_mlp.0.weight")).data.clone(),
                 att_b: w.get(&format!("{p}.gcl_0.att_mlp.0.bias")).data[0],
                 node_1: Linear::new(w, &format!("{p}.gcl_0.node_mlp.0"), true)?,
                 node_2: Linear::new(w, &format!("{p}.gcl_0.node_mlp.2"), true)?,
-                coord_in: EdgeInput::new(w, &format!("{p}.gcl_equiv.coord_mlp.0"), nf)?,
-                coord_2: Linear::new(w, &format!("{p}.gcl_equiv.coord_mlp.2"), true)?,
+                coord: EdgeMlp::new(w, &format!("{p}.gcl_equiv.coord_mlp"), nf)?,
                 coord_3: w
                     .get(&format!("{p}.gcl_equiv.coord_mlp.4.weight"))
                     .data
@@ -363,32 +375,20 @@ impl Egnn {
         // Edges are processed in chunks so the chunk's first-layer activations and products stay in cache.
         let chunk = EDGE_CHUNK.min(e_count.max(1));
         let mut pre = vec![0.0f32; chunk * nf];
-        let mut msg = vec![0.0f32; nf]; // one edge's activated message / coordinate feature
         for (l, block) in self.blocks.iter().enumerate() {
             if l > 0 {
                 edges = Edges::new(x, b, n); // x moved in the previous block
             }
             // ---- GCL: messages, attention, sum over neighbours, node MLP with residual
-            let ab = self.node_terms(&block.edge_in, &h, nodes)?;
+            let ab = self.node_terms(&block.edge.first, &h, nodes)?;
             let mut agg = vec![0.0f32; nodes * nf];
             for e0 in (0..e_count).step_by(chunk) {
-                let e1 = (e0 + chunk).min(e_count);
-                let y = self.edge_mlp_product(
-                    &block.edge_in,
-                    &block.edge_2,
-                    &ab,
-                    &edges,
-                    &d0,
-                    e0..e1,
-                    &mut pre,
-                )?;
-                let (storage, layout) = y.storage_and_layout();
-                let m = cpu_slice(&storage, layout)?;
-                for (k, row) in m.chunks_exact(nf).enumerate() {
-                    silu_row(&mut msg, row, &block.edge_2.bias);
-                    let gate = 1.0 / (1.0 + (-(dot(&msg, &block.att_w) + block.att_b)).exp());
-                    let i = edges.receiver(e0 + k);
-                    for (a, &v) in agg[i * nf..(i + 1) * nf].iter_mut().zip(msg.iter()) {
+                let range = e0..(e0 + chunk).min(e_count);
+                let m = self.edge_mlp(&block.edge, &ab, &edges, &d0, range.clone(), &mut pre)?;
+                for (e, msg) in range.zip(m.chunks_exact(nf)) {
+                    let gate = 1.0 / (1.0 + (-(dot(msg, &block.att_w) + block.att_b)).exp());
+                    let i = edges.receiver(e);
+                    for (a, &v) in agg[i * nf..(i + 1) * nf].iter_mut().zip(msg) {
                         *a += v * gate;
                     }
                 }
@@ -405,24 +405,12 @@ impl Egnn {
                 *hv += uv;
             }
             // ---- EquivariantUpdate with the updated h
-            let ab = self.node_terms(&block.coord_in, &h, nodes)?;
+            let ab = self.node_terms(&block.coord.first, &h, nodes)?;
             for e0 in (0..e_count).step_by(chunk) {
-                let e1 = (e0 + chunk).min(e_count);
-                let y = self.edge_mlp_product(
-                    &block.coord_in,
-                    &block.coord_2,
-                    &ab,
-                    &edges,
-                    &d0,
-                    e0..e1,
-                    &mut pre,
-                )?;
-                let (storage, layout) = y.storage_and_layout();
-                let m = cpu_slice(&storage, layout)?;
-                for (k, row) in m.chunks_exact(nf).enumerate() {
-                    silu_row(&mut msg, row, &block.coord_2.bias);
-                    let s = dot(&msg, &block.coord_3).tanh() * COORDS_RANGE;
-                    let e = e0 + k;
+                let range = e0..(e0 + chunk).min(e_count);
+                let m = self.edge_mlp(&block.coord, &ab, &edges, &d0, range.clone(), &mut pre)?;
+                for (e, hidden) in range.zip(m.chunks_exact(nf)) {
+                    let s = dot(hidden, &block.coord_3).tanh() * COORDS_RANGE;
                     let i = edges.receiver(e);
                     let d = edges.delta[e];
                     for c in 0..3 {
@@ -447,23 +435,27 @@ impl Egnn {
         Ok(ab)
     }
 
-    /// Second-layer pre-activations `SiLU(first layer) · W2ᵀ` of the edges in `range` (bias not yet added),
-    /// using `pre` as scratch for the first layer.
-    #[allow(clippy::too_many_arguments)]
+    /// The edge MLP's outputs `SiLU(SiLU(first layer) · W2ᵀ + b2)` of the edges in `range`, `nf` per edge,
+    /// written over `pre` (scratch for the first layer's activations, at least `range.len() · nf` long).
     #[inline(always)]
-    fn edge_mlp_product(
+    fn edge_mlp<'p>(
         &self,
-        first: &EdgeInput,
-        second: &Linear,
+        mlp: &EdgeMlp,
         ab: &[f32],
         edges: &Edges,
         d0: &[f32],
         range: std::ops::Range<usize>,
-        pre: &mut [f32],
-    ) -> Result<Tensor> {
-        let rows = range.len();
-        self.first_layer(first, ab, edges, d0, range, pre);
-        matmul_tensor(&pre[..rows * self.nf], rows, &second.w_t)
+        pre: &'p mut [f32],
+    ) -> Result<&'p [f32]> {
+        let out = &mut pre[..range.len() * self.nf];
+        self.first_layer(&mlp.first, ab, edges, d0, range, out);
+        let y = matmul_tensor(out, out.len() / self.nf, &mlp.second.w_t)?;
+        let (storage, layout) = y.storage_and_layout();
+        let y = cpu_slice(&storage, layout)?;
+        for (o, row) in out.chunks_exact_mut(self.nf).zip(y.chunks_exact(self.nf)) {
+            silu_row(o, row, &mlp.second.bias);
+        }
+        Ok(out)
     }
 
     /// `pre[e − e0] = SiLU(A·h_i + b + B·h_j + w_r·r_ij + w_d·d0_ij)` for the edges e0..e1.

@@ -70,6 +70,22 @@ struct EdgeOp {
     _pad: [u32; 2],
 }
 
+impl EdgeOp {
+    /// `offs`: the offsets of w_r, W2, b2, w3 and b3 in the weights buffer; `mode` 0 = GCL messages, 1 = coordinates.
+    fn new(offs: [u32; 5], mode: u32) -> Self {
+        let [wr_off, w2_off, b2_off, w3_off, b3_off] = offs;
+        Self {
+            wr_off,
+            w2_off,
+            b2_off,
+            w3_off,
+            b3_off,
+            mode,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// The dynamic-offset slot size of the op table (WebGPU's minUniformBufferOffsetAlignment default).
 const SLOT: u64 = 256;
 
@@ -84,6 +100,44 @@ enum Pair {
 enum Dispatch {
     Linear(Pair, u32, [u32; 2]),
     Edge(usize, u32),
+}
+
+/// Builds the op table (one `SLOT`-sized uniform entry per dispatch, read at a dynamic offset) and the dispatch
+/// plan of one network evaluation over `rows` nodes.
+struct PlanBuilder {
+    rows: u32,
+    table: Vec<u8>,
+    plan: Vec<Dispatch>,
+}
+
+impl PlanBuilder {
+    fn new(rows: u32) -> Self {
+        Self {
+            rows,
+            table: Vec::new(),
+            plan: Vec::new(),
+        }
+    }
+
+    fn slot(&mut self, bytes: &[u8]) -> u32 {
+        let at = self.table.len();
+        self.table.extend_from_slice(bytes);
+        self.table.resize(at + SLOT as usize, 0);
+        at as u32
+    }
+
+    /// A linear layer between the buffers of `pair`: workgroups of 64 outputs × 8 rows.
+    fn linear(&mut self, pair: Pair, op: LinearOp) {
+        let at = self.slot(bytemuck::bytes_of(&op));
+        let groups = [op.out_dim.div_ceil(64), self.rows.div_ceil(8)];
+        self.plan.push(Dispatch::Linear(pair, at, groups));
+    }
+
+    /// An edge kernel with bind group `group` (2·mode + parity, see `GpuBatch::edge_groups`).
+    fn edge(&mut self, group: usize, op: EdgeOp) {
+        let at = self.slot(bytemuck::bytes_of(&op));
+        self.plan.push(Dispatch::Edge(group, at));
+    }
 }
 
 pub struct GpuBatch {
@@ -230,107 +284,49 @@ impl GpuBatch {
         // the op table and the dispatch plan of one network evaluation
         let rows = n_nodes as u32;
         let nf32 = nf as u32;
-        let mut table: Vec<u8> = Vec::new();
-        let mut plan = Vec::new();
-        let mut slot = |bytes: &[u8]| -> u32 {
-            let at = table.len() as u32;
-            table.extend_from_slice(bytes);
-            table.resize(at as usize + SLOT as usize, 0);
-            at
+        // every layer inside the network reads and writes rows of 2·nf floats (the h/pq buffers' stride)
+        let linear = |in_dim: u32, out_dim: u32, w_off: u32, b_off: u32| LinearOp {
+            in_dim,
+            out_dim,
+            rows,
+            x_stride: 2 * nf32,
+            y_stride: 2 * nf32,
+            w_off,
+            b_off,
+            ..Default::default()
         };
-        let lin_groups = |out: u32| [out.div_ceil(64), rows.div_ceil(8)];
-        let linear =
-            |in_dim: u32, out_dim: u32, x: (u32, u32), y: (u32, u32), w: u32, b: u32| LinearOp {
-                in_dim,
-                out_dim,
-                rows,
-                act: 0,
-                x_off: x.0,
-                x_stride: x.1,
-                y_off: y.0,
-                y_stride: y.1,
-                w_off: w,
-                b_off: b,
-                residual: 0,
-                _pad: 0,
-            };
+        let mut pb = PlanBuilder::new(rows);
         let mut parity = 0usize;
         for bo in &off.blocks {
-            let pre_e = linear(
-                nf32,
-                2 * nf32,
-                (0, 2 * nf32),
-                (0, 2 * nf32),
-                bo.e_pre_w,
-                bo.e_pre_b,
+            // GCL: the edge MLP's first layer as per-node terms, the edge kernel (messages, attention, sum over
+            // neighbours), the node MLP with its residual
+            pb.linear(Pair::HToPq, linear(nf32, 2 * nf32, bo.e_pre_w, bo.e_pre_b));
+            pb.edge(
+                parity,
+                EdgeOp::new([bo.e_wr, bo.e_w2, bo.e_b2, bo.att_w, bo.att_b], 0),
             );
-            plan.push(Dispatch::Linear(
-                Pair::HToPq,
-                slot(bytemuck::bytes_of(&pre_e)),
-                lin_groups(2 * nf32),
-            ));
-            let e0 = EdgeOp {
-                wr_off: bo.e_wr,
-                w2_off: bo.e_w2,
-                b2_off: bo.e_b2,
-                w3_off: bo.att_w,
-                b3_off: bo.att_b,
-                mode: 0,
-                _pad: [0; 2],
-            };
-            plan.push(Dispatch::Edge(parity, slot(bytemuck::bytes_of(&e0))));
-            let mut n1 = linear(
-                2 * nf32,
-                nf32,
-                (0, 2 * nf32),
-                (0, 2 * nf32),
-                bo.n_w1,
-                bo.n_b1,
+            let n1 = linear(2 * nf32, nf32, bo.n_w1, bo.n_b1);
+            pb.linear(Pair::HToPq, LinearOp { act: 1, ..n1 });
+            let n2 = linear(nf32, nf32, bo.n_w2, bo.n_b2);
+            pb.linear(Pair::PqToH, LinearOp { residual: 1, ..n2 });
+            // EquivariantUpdate: the coordinate MLP's first layer as per-node terms, the edge kernel moving x
+            pb.linear(Pair::HToPq, linear(nf32, 2 * nf32, bo.c_pre_w, bo.c_pre_b));
+            pb.edge(
+                2 + parity,
+                EdgeOp::new([bo.c_wr, bo.c_w2, bo.c_b2, bo.c_w3, bo.att_b], 1),
             );
-            n1.act = 1;
-            plan.push(Dispatch::Linear(
-                Pair::HToPq,
-                slot(bytemuck::bytes_of(&n1)),
-                lin_groups(nf32),
-            ));
-            let mut n2 = linear(nf32, nf32, (0, 2 * nf32), (0, 2 * nf32), bo.n_w2, bo.n_b2);
-            n2.residual = 1;
-            plan.push(Dispatch::Linear(
-                Pair::PqToH,
-                slot(bytemuck::bytes_of(&n2)),
-                lin_groups(nf32),
-            ));
-            let pre_c = linear(
-                nf32,
-                2 * nf32,
-                (0, 2 * nf32),
-                (0, 2 * nf32),
-                bo.c_pre_w,
-                bo.c_pre_b,
-            );
-            plan.push(Dispatch::Linear(
-                Pair::HToPq,
-                slot(bytemuck::bytes_of(&pre_c)),
-                lin_groups(2 * nf32),
-            ));
-            let e1 = EdgeOp {
-                wr_off: bo.c_wr,
-                w2_off: bo.c_w2,
-                b2_off: bo.c_b2,
-                w3_off: bo.c_w3,
-                b3_off: bo.att_b,
-                mode: 1,
-                _pad: [0; 2],
-            };
-            plan.push(Dispatch::Edge(2 + parity, slot(bytemuck::bytes_of(&e1))));
             parity = 1 - parity;
         }
-        let out = linear(nf32, 6, (0, 2 * nf32), (3, 9), off.out_w, off.out_b);
-        plan.push(Dispatch::Linear(
+        let out = linear(nf32, 6, off.out_w, off.out_b);
+        pb.linear(
             Pair::HToEps,
-            slot(bytemuck::bytes_of(&out)),
-            lin_groups(6),
-        ));
+            LinearOp {
+                y_off: 3,
+                y_stride: 9,
+                ..out
+            },
+        );
+        let PlanBuilder { table, plan, .. } = pb;
         let ops = init("ops", &table, wgpu::BufferUsages::UNIFORM);
 
         let p = &model.pipelines;
