@@ -33,26 +33,20 @@ fn bad_arguments() {
     let w = w.to_str().unwrap();
     let out = dir.path().join("o.xyz");
     let out = out.to_str().unwrap();
-    fails_with(
-        &["sample", "--weights", w, "--atoms", "0", "--out", out],
-        "invalid atom count 0",
-    );
-    fails_with(
-        &["sample", "--weights", w, "--atoms", "30", "--out", out],
-        "invalid atom count 30",
-    );
-    fails_with(
-        &["sample", "--weights", w, "--steps", "-5", "--out", out],
-        "-5",
-    );
-    fails_with(
-        &["sample", "--weights", w, "--steps", "0", "--out", out],
-        "invalid number of steps 0",
-    );
-    fails_with(
-        &["sample", "--weights", w, "--out", "x.pdb"],
-        "use a .xyz or .sdf file name",
-    );
+    // `sample --weights w` with one bad option, and what the error must say
+    for (bad, needle) in [
+        (&["--atoms", "0", "--out", out][..], "invalid atom count 0"),
+        (&["--atoms", "30", "--out", out], "invalid atom count 30"),
+        (&["--steps", "-5", "--out", out], "-5"),
+        (&["--steps", "0", "--out", out], "invalid number of steps 0"),
+        (&["--out", "x.pdb"], "use a .xyz or .sdf file name"),
+    ] {
+        let args: Vec<&str> = ["sample", "--weights", w]
+            .into_iter()
+            .chain(bad.iter().copied())
+            .collect();
+        fails_with(&args, needle);
+    }
     fails_with(
         &[
             "sample",
@@ -223,13 +217,16 @@ fn denoise_json_matches_the_library() {
         serde_json::json!({"molecules": [{"t": 0.4, "z": z}]}).to_string(),
     )
     .unwrap();
-    let out = bin()
-        .args(["denoise", "--weights"])
-        .arg(&w)
-        .arg("--input")
-        .arg(&input)
-        .output()
-        .unwrap();
+    let denoise = |input: &std::path::Path| {
+        bin()
+            .args(["denoise", "--weights"])
+            .arg(&w)
+            .arg("--input")
+            .arg(input)
+            .output()
+            .unwrap()
+    };
+    let out = denoise(&input);
     assert!(
         out.status.success(),
         "{}",
@@ -240,13 +237,7 @@ fn denoise_json_matches_the_library() {
     assert_eq!(eps.len(), 4);
     assert_eq!(eps[0].as_array().unwrap().len(), 9);
     std::fs::write(&input, r#"{"molecules": [{"t": 0.4, "z": [[1, 2, 3]]}]}"#).unwrap();
-    let out = bin()
-        .args(["denoise", "--weights"])
-        .arg(&w)
-        .arg("--input")
-        .arg(&input)
-        .output()
-        .unwrap();
+    let out = denoise(&input);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("a row of z has 9 numbers"));
 }

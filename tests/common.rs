@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::needless_range_loop)]
 
 use equivariant::rng;
+use equivariant::sampler::{AtomCounts, SamplerConfig, Transform};
 
 /// Deterministic standard normals.
 pub fn normals(seed: u64, count: usize) -> Vec<f32> {
@@ -84,6 +85,54 @@ pub fn transform_rows(
     rows: &[f32],
 ) -> Vec<f32> {
     transform_strided(r, shift, perm, rows, 9)
+}
+
+/// Checks ε̂(g·z) = g·ε̂(z) for one molecule of `n` atoms, with and without a reflection: g rotates (rotation
+/// seed `seed`), shifts by `shift` and permutes the atoms (permutation seed `seed + 48`); ε̂_x must rotate and
+/// ignore the shift, ε̂_h only permute. `eps` evaluates the network on a `[n, 9]` state.
+pub fn assert_eps_equivariant(
+    n: usize,
+    z: &[f32],
+    seed: u64,
+    shift: [f32; 3],
+    mut eps: impl FnMut(&[f32]) -> Vec<f32>,
+) {
+    let base = eps(z);
+    for reflect in [false, true] {
+        let r = random_orthogonal(seed, reflect);
+        let perm = permutation(seed + 48, n);
+        // g·z: atom i of the new input is atom perm[i] of the old, rotated and shifted
+        let gz = transform_rows(&r, shift, &perm, z);
+        let want = transform_rows(&r, [0.0; 3], &perm, &base);
+        let what = format!("n {n} reflect {reflect}");
+        assert_close(&eps(&gz), &want, 1e-4, 1e-4, &what);
+    }
+}
+
+/// A sampler configuration with the defaults but for these.
+pub fn config(atoms: AtomCounts, molecules: usize, steps: usize, seed: u64) -> SamplerConfig {
+    SamplerConfig {
+        molecules,
+        atoms,
+        steps,
+        seed,
+        ..Default::default()
+    }
+}
+
+/// g of the chain equivariance tests: a seeded rotation-reflection, the shift (1, −2, 0.5) and a seeded
+/// permutation of the `n` atoms of one molecule.
+pub fn one_molecule_transform(rotation_seed: u64, permutation_seed: u64, n: usize) -> Transform {
+    Transform {
+        rotation: random_orthogonal(rotation_seed, true),
+        translation: [1.0, -2.0, 0.5],
+        permutations: vec![permutation(permutation_seed, n)],
+    }
+}
+
+/// `one_molecule_transform`'s g applied to the molecule's `[n, 3]` positions.
+pub fn apply_to_positions(g: &Transform, pos: &[f32]) -> Vec<f32> {
+    transform_positions(&g.rotation, g.translation, &g.permutations[0], pos)
 }
 
 /// A permutation of 0..n from the seed.

@@ -9,7 +9,7 @@ use common::*;
 use equivariant::egnn::Egnn;
 use equivariant::gpu::shaders::{edge_tile, Sources};
 use equivariant::gpu::{GpuContext, GpuEgnn, GpuModel, GpuSampler};
-use equivariant::sampler::{AtomCounts, Denoiser, Sampler, SamplerConfig, Transform};
+use equivariant::sampler::{AtomCounts, Denoiser, Sampler};
 use equivariant::weights::Weights;
 use equivariant::Error;
 
@@ -139,32 +139,8 @@ fn gpu_eps_is_equivariant() {
     for (case, &n) in [2usize, 13, 29].iter().enumerate() {
         let z = states(300 + case as u64, 1, n);
         let t = [0.42f32];
-        let eps = gpu.eps(n, &z, &t).unwrap();
-        for reflect in [false, true] {
-            let r = random_orthogonal(17 + case as u64, reflect);
-            let perm = permutation(65 + case as u64, n);
-            let shift = [-2.0f32, 0.5, 4.0];
-            let gz = transform_rows(&r, shift, &perm, &z);
-            let want = transform_rows(&r, [0.0; 3], &perm, &eps);
-            let geps = gpu.eps(n, &gz, &t).unwrap();
-            assert_close(
-                &geps,
-                &want,
-                1e-4,
-                1e-4,
-                &format!("n {n} reflect {reflect}"),
-            );
-        }
-    }
-}
-
-fn config(atoms: AtomCounts, molecules: usize, steps: usize, seed: u64) -> SamplerConfig {
-    SamplerConfig {
-        molecules,
-        atoms,
-        steps,
-        seed,
-        ..Default::default()
+        let eps = |z: &[f32]| gpu.eps(n, z, &t).unwrap();
+        assert_eps_equivariant(n, &z, 17 + case as u64, [-2.0, 0.5, 4.0], eps);
     }
 }
 
@@ -218,22 +194,15 @@ fn gpu_chain_of_a_transformed_input_is_the_transformed_chain() {
     let w = shipped();
     let model = Rc::new(GpuModel::new(ctx, &w).unwrap());
     let n = 11;
-    let r = random_orthogonal(5, true);
-    let perm = permutation(8, n);
-    let shift = [1.0f32, -2.0, 0.5];
-    let g = Transform {
-        rotation: r,
-        translation: shift,
-        permutations: vec![perm.clone()],
-    };
+    let g = one_molecule_transform(5, 8, n);
     let mut a = GpuSampler::new(model.clone(), config(AtomCounts::Fixed(n), 1, 30, 77)).unwrap();
     let mut cfg = config(AtomCounts::Fixed(n), 1, 30, 77);
-    cfg.transform = Some(g);
+    cfg.transform = Some(g.clone());
     let mut b = GpuSampler::new(model, cfg).unwrap();
     for k in 0..6 {
         let fa = a.step_blocking(5).unwrap();
         let fb = b.step_blocking(5).unwrap();
-        let want = transform_positions(&r, shift, &perm, &fa.molecules[0].positions);
+        let want = apply_to_positions(&g, &fa.molecules[0].positions);
         let d = max_abs_diff(&fb.molecules[0].positions, &want);
         assert!(
             d < 1e-3,

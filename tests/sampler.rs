@@ -3,7 +3,7 @@ mod common;
 
 use common::*;
 use equivariant::egnn::Egnn;
-use equivariant::sampler::{AtomCounts, Sampler, SamplerConfig, Transform};
+use equivariant::sampler::{AtomCounts, Sampler, Transform};
 use equivariant::weights::Weights;
 use equivariant::Error;
 
@@ -17,20 +17,10 @@ fn model() -> Egnn {
     Egnn::new(&w).unwrap()
 }
 
-fn config(molecules: usize, atoms: AtomCounts, steps: usize, seed: u64) -> SamplerConfig {
-    SamplerConfig {
-        molecules,
-        atoms,
-        steps,
-        seed,
-        ..Default::default()
-    }
-}
-
 #[test]
 fn same_seed_same_molecules_other_seed_others() {
     let run = |seed| {
-        Sampler::new(model(), config(3, AtomCounts::Histogram, 20, seed))
+        Sampler::new(model(), config(AtomCounts::Histogram, 3, 20, seed))
             .unwrap()
             .run()
             .unwrap()
@@ -48,7 +38,7 @@ fn same_seed_same_molecules_other_seed_others() {
 fn frames_count_down_and_end_with_the_molecules() {
     let mut s = Sampler::new(
         model(),
-        config(2, AtomCounts::PerMolecule(vec![4, 9]), 10, 1),
+        config(AtomCounts::PerMolecule(vec![4, 9]), 2, 10, 1),
     )
     .unwrap();
     assert_eq!(s.total_steps(), 11);
@@ -71,23 +61,17 @@ fn frames_count_down_and_end_with_the_molecules() {
 fn sampling_is_equivariant_for_every_frame() {
     // right chain = g · left chain, g = reflection-rotation, translation and permutation, over 50 steps
     let n = 11;
-    let r = random_orthogonal(21, true);
-    let perm = permutation(8, n);
-    let shift = [1.0f32, -2.0, 0.5];
-    let transform = Transform {
-        rotation: r,
-        translation: shift,
-        permutations: vec![perm.clone()],
-    };
-    let mut left = Sampler::new(model(), config(1, AtomCounts::Fixed(n), 50, 9)).unwrap();
-    let mut cfg = config(1, AtomCounts::Fixed(n), 50, 9);
-    cfg.transform = Some(transform);
+    let g = one_molecule_transform(21, 8, n);
+    let perm = &g.permutations[0];
+    let mut left = Sampler::new(model(), config(AtomCounts::Fixed(n), 1, 50, 9)).unwrap();
+    let mut cfg = config(AtomCounts::Fixed(n), 1, 50, 9);
+    cfg.transform = Some(g.clone());
     let mut right = Sampler::new(model(), cfg).unwrap();
     let mut worst = 0.0f32;
     for step in 0..=50 {
         let (fl, fr) = (left.frame(), right.frame());
         let (pl, pr) = (&fl.molecules[0].positions, &fr.molecules[0].positions);
-        let want = transform_positions(&r, shift, &perm, pl);
+        let want = apply_to_positions(&g, pl);
         let d = max_abs_diff(pr, &want);
         worst = worst.max(d);
         // Random weights do not denoise, so the chain drifts to positions of 1000s of Å where f32 has 1e-4 Å
@@ -114,20 +98,20 @@ fn sampling_is_equivariant_for_every_frame() {
 #[test]
 fn bad_configuration_is_rejected() {
     let e = |c| Sampler::new(model(), c).err().unwrap().to_string();
-    assert!(e(config(1, AtomCounts::Fixed(0), 10, 1)).contains("invalid atom count 0"));
-    assert!(e(config(1, AtomCounts::Fixed(30), 10, 1)).contains("invalid atom count 30"));
-    assert!(e(config(1, AtomCounts::Fixed(5), 0, 1)).contains("invalid number of steps 0"));
-    assert!(e(config(1, AtomCounts::Fixed(5), 1001, 1)).contains("invalid number of steps 1001"));
+    assert!(e(config(AtomCounts::Fixed(0), 1, 10, 1)).contains("invalid atom count 0"));
+    assert!(e(config(AtomCounts::Fixed(30), 1, 10, 1)).contains("invalid atom count 30"));
+    assert!(e(config(AtomCounts::Fixed(5), 1, 0, 1)).contains("invalid number of steps 0"));
+    assert!(e(config(AtomCounts::Fixed(5), 1, 1001, 1)).contains("invalid number of steps 1001"));
     assert!(
-        e(config(2, AtomCounts::PerMolecule(vec![3]), 10, 1)).contains("1 atom counts given for 2")
+        e(config(AtomCounts::PerMolecule(vec![3]), 2, 10, 1)).contains("1 atom counts given for 2")
     );
-    let mut c = config(1, AtomCounts::Fixed(3), 10, 1);
+    let mut c = config(AtomCounts::Fixed(3), 1, 10, 1);
     c.transform = Some(Transform {
         rotation: [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]],
         ..Default::default()
     });
     assert!(e(c).contains("not orthogonal"));
-    let mut c = config(1, AtomCounts::Fixed(3), 10, 1);
+    let mut c = config(AtomCounts::Fixed(3), 1, 10, 1);
     c.transform = Some(Transform {
         permutations: vec![vec![0, 0, 1]],
         ..Default::default()
@@ -137,7 +121,7 @@ fn bad_configuration_is_rejected() {
 
 #[test]
 fn set_state_checks_its_input() {
-    let mut s = Sampler::new(model(), config(1, AtomCounts::Fixed(3), 10, 1)).unwrap();
+    let mut s = Sampler::new(model(), config(AtomCounts::Fixed(3), 1, 10, 1)).unwrap();
     assert!(s.set_state(0, vec![0.0; 26]).is_err());
     assert!(s.set_state(0, vec![f32::NAN; 27]).is_err());
     let mut z = vec![0.5f32; 27];
@@ -156,7 +140,7 @@ fn shipped_weights_chain_is_equivariant_to_a_thousandth_of_an_angstrom() {
     let n = 12;
     let r = random_orthogonal(5, false);
     let perm = permutation(3, n);
-    let mut cfg = config(1, AtomCounts::Fixed(n), 50, 17);
+    let mut cfg = config(AtomCounts::Fixed(n), 1, 50, 17);
     let mut left = Sampler::new(Egnn::new(&w).unwrap(), cfg.clone()).unwrap();
     cfg.transform = Some(Transform {
         rotation: r,
