@@ -447,9 +447,10 @@ impl Egnn {
         range: std::ops::Range<usize>,
         pre: &'p mut [f32],
     ) -> Result<&'p [f32]> {
-        let out = &mut pre[..range.len() * self.nf];
+        let rows = range.len();
+        let out = &mut pre[..rows * self.nf];
         self.first_layer(&mlp.first, ab, edges, d0, range, out);
-        let y = matmul_tensor(out, out.len() / self.nf, &mlp.second.w_t)?;
+        let y = matmul_tensor(out, rows, &mlp.second.w_t)?;
         let (storage, layout) = y.storage_and_layout();
         let y = cpu_slice(&storage, layout)?;
         for (o, row) in out.chunks_exact_mut(self.nf).zip(y.chunks_exact(self.nf)) {

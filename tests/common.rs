@@ -130,7 +130,7 @@ pub fn one_molecule_transform(rotation_seed: u64, permutation_seed: u64, n: usiz
     }
 }
 
-/// `one_molecule_transform`'s g applied to the molecule's `[n, 3]` positions.
+/// g (one molecule's transform: its first permutation) applied to the molecule's `[n, 3]` positions.
 pub fn apply_to_positions(g: &Transform, pos: &[f32]) -> Vec<f32> {
     transform_positions(&g.rotation, g.translation, &g.permutations[0], pos)
 }

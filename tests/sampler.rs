@@ -138,20 +138,19 @@ fn shipped_weights_chain_is_equivariant_to_a_thousandth_of_an_angstrom() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/edm_qm9_9x128.safetensors");
     let w = Weights::from_bytes(&std::fs::read(path).unwrap()).unwrap();
     let n = 12;
-    let r = random_orthogonal(5, false);
-    let perm = permutation(3, n);
+    let g = Transform {
+        rotation: random_orthogonal(5, false),
+        translation: [0.0; 3],
+        permutations: vec![permutation(3, n)],
+    };
     let mut cfg = config(AtomCounts::Fixed(n), 1, 50, 17);
     let mut left = Sampler::new(Egnn::new(&w).unwrap(), cfg.clone()).unwrap();
-    cfg.transform = Some(Transform {
-        rotation: r,
-        translation: [0.0; 3],
-        permutations: vec![perm.clone()],
-    });
+    cfg.transform = Some(g.clone());
     let mut right = Sampler::new(Egnn::new(&w).unwrap(), cfg).unwrap();
     while !left.is_finished() {
         let (fl, fr) = (left.step().unwrap(), right.step().unwrap());
         let (pl, pr) = (&fl.molecules[0].positions, &fr.molecules[0].positions);
-        let want = transform_positions(&r, [0.0; 3], &perm, pl);
+        let want = apply_to_positions(&g, pl);
         let d = max_abs_diff(pr, &want);
         let scale = pl.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         assert!(

@@ -70,22 +70,6 @@ struct EdgeOp {
     _pad: [u32; 2],
 }
 
-impl EdgeOp {
-    /// `offs`: the offsets of w_r, W2, b2, w3 and b3 in the weights buffer; `mode` 0 = GCL messages, 1 = coordinates.
-    fn new(offs: [u32; 5], mode: u32) -> Self {
-        let [wr_off, w2_off, b2_off, w3_off, b3_off] = offs;
-        Self {
-            wr_off,
-            w2_off,
-            b2_off,
-            w3_off,
-            b3_off,
-            mode,
-            _pad: [0; 2],
-        }
-    }
-}
-
 /// The dynamic-offset slot size of the op table (WebGPU's minUniformBufferOffsetAlignment default).
 const SLOT: u64 = 256;
 
@@ -301,20 +285,32 @@ impl GpuBatch {
             // GCL: the edge MLP's first layer as per-node terms, the edge kernel (messages, attention, sum over
             // neighbours), the node MLP with its residual
             pb.linear(Pair::HToPq, linear(nf32, 2 * nf32, bo.e_pre_w, bo.e_pre_b));
-            pb.edge(
-                parity,
-                EdgeOp::new([bo.e_wr, bo.e_w2, bo.e_b2, bo.att_w, bo.att_b], 0),
-            );
+            let messages = EdgeOp {
+                wr_off: bo.e_wr,
+                w2_off: bo.e_w2,
+                b2_off: bo.e_b2,
+                w3_off: bo.att_w,
+                b3_off: bo.att_b,
+                mode: 0,
+                ..Default::default()
+            };
+            pb.edge(parity, messages);
             let n1 = linear(2 * nf32, nf32, bo.n_w1, bo.n_b1);
             pb.linear(Pair::HToPq, LinearOp { act: 1, ..n1 });
             let n2 = linear(nf32, nf32, bo.n_w2, bo.n_b2);
             pb.linear(Pair::PqToH, LinearOp { residual: 1, ..n2 });
             // EquivariantUpdate: the coordinate MLP's first layer as per-node terms, the edge kernel moving x
             pb.linear(Pair::HToPq, linear(nf32, 2 * nf32, bo.c_pre_w, bo.c_pre_b));
-            pb.edge(
-                2 + parity,
-                EdgeOp::new([bo.c_wr, bo.c_w2, bo.c_b2, bo.c_w3, bo.att_b], 1),
-            );
+            let coordinates = EdgeOp {
+                wr_off: bo.c_wr,
+                w2_off: bo.c_w2,
+                b2_off: bo.c_b2,
+                w3_off: bo.c_w3,
+                b3_off: bo.att_b,
+                mode: 1,
+                ..Default::default()
+            };
+            pb.edge(2 + parity, coordinates);
             parity = 1 - parity;
         }
         let out = linear(nf32, 6, off.out_w, off.out_b);
