@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train EDM's QM9 denoiser (spec §2.5) on the CPU or on CUDA, in wall-clock-budgeted chunks.
 
-    python training/train.py --minutes 150                       # resume from weights/ and train 150 min
+    python training/train.py --minutes 150                       # continue training/resume/ for 150 min
     python training/train.py --device cuda --minutes 8 --batch 256 --data qm9_compact.npz --out-dir $OUT
 
 Recipe (EDM's unless a flag says otherwise): ε-prediction, l2 loss normalised by 9·N_pad as EDM's padded
@@ -402,7 +402,10 @@ def build_parser():
                     help="also stop after this many optimizer steps in this run (0 = no limit): a run whose length "
                          "does not depend on the machine's speed, as the tests need")
     ap.add_argument("--resume", default=None, help="safetensors weights to start from ('none' = scratch)")
-    ap.add_argument("--out-dir", default=os.path.join(ROOT, "weights"))
+    ap.add_argument("--out-dir", default=os.path.join(HERE, "resume"),
+                    help="where the EMA weights go (default training/resume/, the lineage's newest file, which a "
+                         "run without --resume also continues); the shipped weights/ file is replaced by hand, only "
+                         "when training/evaluate.py measures the new file better")
     ap.add_argument("--name", default=None, help="weights file name (default edm_qm9_<layers>x<nf>.safetensors)")
     ap.add_argument("--ckpt", default=None, help="full checkpoint path (default training/runs/<name>.pt); resumed "
                     "from when it is at least as far as the --resume weights, or when there are none")

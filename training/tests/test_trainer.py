@@ -124,6 +124,13 @@ class TrainingTests(unittest.TestCase):
         with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
             parse(["--bf16", "maybe"])
 
+    def test_a_bare_run_writes_the_lineage_file_not_the_shipped_weights(self):
+        # the shipped weights/ file is replaced only when evaluate.py measures better, never by a chunk by itself:
+        # a run without --out-dir writes (and, without --resume, continues) the lineage's file in training/resume/
+        out_dir = os.path.realpath(train.build_parser().parse_args([]).out_dir)
+        self.assertEqual(out_dir, os.path.realpath(os.path.join(train.HERE, "resume")))
+        self.assertNotEqual(out_dir, os.path.realpath(os.path.join(train.ROOT, "weights")))
+
     def test_learning_rate_warm_up_and_decay(self):
         lr = train.learning_rate
         self.assertAlmostEqual(lr(1e-4, 0, 200, True, 1.0), 5e-7)
