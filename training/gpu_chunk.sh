@@ -17,7 +17,7 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 RESUME=training/resume/edm_qm9_9x128.safetensors
 [ -f "$RESUME" ] || RESUME=weights/edm_qm9_9x128.safetensors
-echo "resuming from $RESUME"
+echo "resuming from $RESUME (a --resume among the trainer flags below replaces it)"
 python3 -c "import torch, safetensors, numpy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 python3 training/train.py --device cuda --minutes "$MINUTES" --batch "$BATCH" --lr "$LR" \
   --data training/data/qm9_compact.npz --resume "$RESUME" \
