@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One training chunk on a CUDA machine without network (the `device` tool): resumes from the committed EMA
-# weights (the lineage's newest, training/resume/, or the shipped weights/ file where there is none), trains
-# MINUTES minutes in bf16 and writes the weights and the log to OUT.
+# weights of the lineage (training/resume/; the trainer's log names the file it resumed from), trains MINUTES
+# minutes in bf16 and writes the weights and the log to OUT.
 #   carry: training/data/qm9_compact.npz (build it here first with `python training/prepare_data.py`)
 #   usage: training/gpu_chunk.sh [MINUTES=8] [OUT=$OUT] [BATCH=512] [LR=5e-4] [trainer flags, e.g. --lr-decay]
 # On a GPU the 9x128 step is bound by kernel launches, not arithmetic, so a large batch costs little extra time
@@ -15,11 +15,8 @@ LR=${4:-5e-4}
 shift $(( $# < 4 ? $# : 4 ))
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-RESUME=training/resume/edm_qm9_9x128.safetensors
-[ -f "$RESUME" ] || RESUME=weights/edm_qm9_9x128.safetensors
-echo "resuming from $RESUME (a --resume among the trainer flags below replaces it)"
 python3 -c "import torch, safetensors, numpy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 python3 training/train.py --device cuda --minutes "$MINUTES" --batch "$BATCH" --lr "$LR" \
-  --data training/data/qm9_compact.npz --resume "$RESUME" \
+  --data training/data/qm9_compact.npz --resume training/resume/edm_qm9_9x128.safetensors \
   --out-dir "$OUT" --ckpt /tmp/equivariant_ckpt.pt --eval-minutes 3 --save-minutes 2 --log-every 500 "$@" \
   2>&1 | tee "$OUT/train_gpu.log"
