@@ -4,6 +4,7 @@
 # minutes in bf16 and writes the weights and the log to OUT.
 #   carry: training/data/qm9_compact.npz (build it here first with `python training/prepare_data.py`)
 #   usage: training/gpu_chunk.sh [MINUTES=8] [OUT=$OUT] [BATCH=512] [LR=5e-4] [trainer flags, e.g. --lr-decay]
+#   (the trainer flags come last on its command line, so a --resume among them replaces the committed file)
 # On a GPU the 9x128 step is bound by kernel launches, not arithmetic, so a large batch costs little extra time
 # per step; the full checkpoint (with optimizer state) stays on the machine, only the EMA weights come back.
 set -euo pipefail
