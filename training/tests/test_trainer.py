@@ -1093,6 +1093,78 @@ class DataTests(unittest.TestCase):
                                                     "p = 0.0312; validity 16 against 16; atom stability not in the "
                                                     "reports"))
 
+    def test_paired_test_runner_samples_old_first_resumes_and_refuses_changed_files(self):
+        """paired_test.py: the old side samples before the new one on each seed and the new side is paired with
+        the old side's samples; done seeds are skipped; a seed set with a repeat is refused; a file whose tensors
+        changed since the test started stops it; and a real run (the Rust sampler on the tiny golden weights, the
+        same file on both sides) pools to zero discordant molecules and the verdict FAIL."""
+        import paired_test
+
+        self.assertEqual(paired_test.parse_seeds("130-132,7"), [130, 131, 132, 7])
+        with self.assertRaisesRegex(ValueError, "listed twice"):
+            paired_test.parse_seeds("1-3,2")
+        with self.assertRaisesRegex(ValueError, "expected seeds"):
+            paired_test.parse_seeds("5-3")
+        self.assertEqual(paired_test.seed_label([130, 131, 132]), "seeds130-132")
+        self.assertEqual(paired_test.seed_label([1, 5]), "seeds1_5")
+        tiny = os.path.join(ROOT, "tests", "fixtures", "golden_tiny.safetensors")
+        with tempfile.TemporaryDirectory() as d:
+            logs, samples = os.path.join(d, "logs"), os.path.join(d, "eval")
+            os.makedirs(logs)
+            os.makedirs(samples)
+            layout = paired_test.Layout(logs, samples, 3, 2)
+            todo = paired_test.plan(layout, "new.st", "B", "old.st", "A", [1, 2], 1)
+            self.assertEqual([(s, side) for s, side, _, _ in todo], [(1, "old"), (1, "new"), (2, "old"), (2, "new")])
+            new_cmd = todo[1][3]
+            self.assertEqual(new_cmd[new_cmd.index("--paired") + 1], layout.xyz("A", 1))
+            self.assertEqual(new_cmd[new_cmd.index("--weights") + 1], "new.st")
+            # seed 1 done on the old side: only its new side is left, paired with the kept samples
+            open(layout.report("A", 1), "w").close()
+            open(layout.xyz("A", 1), "w").close()
+            self.assertEqual([(s, side) for s, side, _, _ in paired_test.plan(layout, "n", "B", "o", "A", [1, 2], 1)],
+                             [(1, "new"), (2, "old"), (2, "new")])
+            os.remove(layout.xyz("A", 1))
+            with self.assertRaisesRegex(ValueError, "cannot be paired"):
+                paired_test.plan(layout, "n", "B", "o", "A", [1, 2], 1)
+            # the registered plan refuses a file whose tensors changed
+            other = os.path.join(d, "other.safetensors")
+            torch.manual_seed(3)
+            self.assertTrue(train.save_weights(other, edm.EnVariationalDiffusion(8, 1), {}))
+            plan_file = os.path.join(d, "plan.json")
+            paired_test.register(plan_file, tiny, other, 3, 2, [1, 2])
+            paired_test.register(plan_file, tiny, other, 3, 2, [1, 2])  # the same files: goes on
+            with self.assertRaisesRegex(ValueError, "the old file .* has tensor digest"):
+                paired_test.register(plan_file, tiny, tiny, 3, 2, [1, 2])
+            with self.assertRaisesRegex(ValueError, "started with steps 2, not 5"):
+                paired_test.register(plan_file, tiny, other, 3, 5, [1, 2])
+
+        binary = os.path.join(ROOT, "target", "release", "equivariant")
+        if not os.path.exists(binary):
+            self.skipTest(f"{binary} not built (cargo build --release)")
+        with tempfile.TemporaryDirectory() as d:
+            logs, samples = os.path.join(d, "logs"), os.path.join(d, "eval")
+            argv = ["--new", tiny, "--new-name", "B", "--old", tiny, "--old-name", "A", "--seeds", "1-2", "--n", "3",
+                    "--steps", "2", "--threads", "1", "--logs", logs, "--samples", samples, "--binary", binary]
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                self.assertEqual(paired_test.main(argv), 0)
+            with open(os.path.join(logs, "pooled_B_vs_A_seeds1-2.json")) as f:
+                res = json.load(f)
+            self.assertEqual(res["seeds"], [1, 2])
+            self.assertEqual(res["molecule_stability"]["molecules"], 6)
+            self.assertEqual(res["molecule_stability"]["only_these"] + res["molecule_stability"]["only_other"], 0)
+            self.assertEqual(res["agreement"]["same_types"], 6)  # the same weights and seed: the same molecules
+            self.assertEqual(res["verdict"], "FAIL")
+            self.assertIn("4/4: seed 2, new side", out.getvalue())
+            # a rerun samples nothing and pools the same reports again
+            stamp = os.path.getmtime(os.path.join(logs, "eval_B_3x2_seed1.json"))
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                self.assertEqual(paired_test.main(argv), 0)
+            self.assertNotIn("side ->", out.getvalue())
+            self.assertEqual(os.path.getmtime(os.path.join(logs, "eval_B_3x2_seed1.json")), stamp)
+            with self.assertRaises(SystemExit) as e:
+                paired_test.main(argv[:1] + [tiny, "--expect-new-digest", "ffff"] + argv[2:])
+            self.assertIn("not the registered ffff", str(e.exception))
+
     def test_unpaired_reports_pool_their_exact_counts_over_seeds(self):
         """Two seeds' reports (built by evaluate.summarise from real molecules) pool by adding counts: atoms weigh
         by their number, not each seed alike; an older report without `counts` gives the same pool from its rates;

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Run a paired ship test of two weights files over a range of seeds, resumably, and pool it.
+
+    python training/paired_test.py --new training/runs/avg5_ft74-78.safetensors --new-name avg5_ft74-78 \\
+        --old weights/edm_qm9_9x128.safetensors --old-name shipped343avg --seeds 130-145 \\
+        --expect-new-digest 0123abcd...
+
+For each seed, the old file samples first (`evaluate.py --keep`), then the new file samples the same seed, count
+and steps and is compared with it molecule by molecule (`evaluate.py --paired`). The files are named after the
+sides, as the model card's tests always named them:
+
+    training/logs/eval_{name}_{n}x{steps}_seed{S}.json    the report (committed)
+    training/runs/eval/{name}_{n}x{steps}_seed{S}.xyz     the samples (not committed)
+    training/runs/eval/{name}_{n}x{steps}_seed{S}.log     what evaluate.py printed
+
+A seed whose report exists is not sampled again, so an interrupted test resumes where it stopped. What is being
+compared is written down before the first seed (`training/logs/paired_{new}_vs_{old}_seeds{A}-{B}.plan.json`:
+both files' tensor digests, n, steps, seeds); a rerun refuses to go on when either file's tensors changed since
+(for example, a ship replaced the old file halfway), because its seeds would then pool two different tests.
+`--expect-new-digest` (a prefix is enough) refuses to start unless the new file is the one registered for the test.
+
+When every seed is done, the reports are pooled with `pool_paired.py` (one exact McNemar test on all discordant
+molecules) and the ship rule's verdict is printed and written to
+`training/logs/pooled_{new}_vs_{old}_seeds{A}-{B}.json`. `--dry-run` prints the evaluate.py commands left to run.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from average_weights import tensor_digest
+from pool_paired import METRICS, pool, verdict
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def parse_seeds(text):
+    """'130-145' or '1,3,5' (or a mix, '1-3,7') -> a list of distinct seeds in the given order."""
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-", 1))
+                if b < a:
+                    raise ValueError
+                seeds.extend(range(a, b + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise ValueError(f"--seeds {text!r}: expected seeds like 130-145 or 1,3,5") from None
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: a seed is listed twice; each draw counts once")
+    return seeds
+
+
+def seed_label(seeds):
+    """How the pooled and plan files name the seed set: 'seeds130-145' for a run of consecutive seeds."""
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"seeds{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed{seeds[0]}"
+    return "seeds" + "_".join(map(str, seeds))
+
+
+class Layout:
+    """Where each side's report, samples and log go (see the module doc)."""
+
+    def __init__(self, logs, samples, n, steps):
+        self.logs, self.samples, self.n, self.steps = logs, samples, n, steps
+
+    def stem(self, name, seed):
+        return f"{name}_{self.n}x{self.steps}_seed{seed}"
+
+    def report(self, name, seed):
+        return os.path.join(self.logs, f"eval_{self.stem(name, seed)}.json")
+
+    def xyz(self, name, seed):
+        return os.path.join(self.samples, self.stem(name, seed) + ".xyz")
+
+    def log(self, name, seed):
+        return os.path.join(self.samples, self.stem(name, seed) + ".log")
+
+
+def plan(layout, new, new_name, old, old_name, seeds, threads, python=sys.executable):
+    """The (seed, side, report path, evaluate.py command) still to run, in order: on each seed the old side, then
+    the new side paired with the old side's samples. A side whose report exists is done. A new side whose old
+    samples are gone while its own report is missing cannot be paired, so that raises ValueError."""
+    evaluate = os.path.join(HERE, "evaluate.py")
+    todo = []
+    for s in seeds:
+        common = ["--n", str(layout.n), "--steps", str(layout.steps), "--seed", str(s), "--threads", str(threads)]
+        old_xyz = layout.xyz(old_name, s)
+        old_pending = not os.path.exists(layout.report(old_name, s))
+        if old_pending:
+            todo.append((s, "old", layout.report(old_name, s),
+                         [python, evaluate, "--weights", old, *common, "--keep", old_xyz,
+                          "--json", layout.report(old_name, s)]))
+        if not os.path.exists(layout.report(new_name, s)):
+            if not old_pending and not os.path.exists(old_xyz):
+                raise ValueError(f"seed {s}: {layout.report(old_name, s)} exists but its samples {old_xyz} are "
+                                 "gone, so the new side cannot be paired with them; delete that report to resample "
+                                 "the old side")
+            todo.append((s, "new", layout.report(new_name, s),
+                         [python, evaluate, "--weights", new, *common, "--keep", layout.xyz(new_name, s),
+                          "--paired", old_xyz, "--json", layout.report(new_name, s)]))
+    return todo
+
+
+def register(path, new, old, n, steps, seeds):
+    """Write the test's plan (both tensor digests, n, steps, seeds) at `path`, or check it against the one already
+    there: ValueError naming what changed. Returns the plan."""
+    here = {"new": {"path": new, "tensor_digest": tensor_digest(new)},
+            "old": {"path": old, "tensor_digest": tensor_digest(old)},
+            "n": n, "steps": steps, "seeds": seeds}
+    if not os.path.exists(path):
+        here["registered"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with open(path, "w") as f:
+            json.dump(here, f, indent=1)
+        return here
+    with open(path) as f:
+        was = json.load(f)
+    for side in ("new", "old"):
+        if was[side]["tensor_digest"] != here[side]["tensor_digest"]:
+            raise ValueError(f"{path}: the {side} file {here[side]['path']} has tensor digest "
+                             f"{here[side]['tensor_digest'][:12]}…, but the test was started with "
+                             f"{was[side]['tensor_digest'][:12]}… ({was[side]['path']}); its seeds would pool two "
+                             "different comparisons. Restore that file, or start a test under new names")
+    for key in ("n", "steps", "seeds"):
+        if was[key] != here[key]:
+            raise ValueError(f"{path}: the test was started with {key} {was[key]}, not {here[key]}")
+    return was
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--new", required=True, help="the candidate weights")
+    ap.add_argument("--new-name", required=True, help="the candidate's name in file names, e.g. avg5_ft74-78")
+    ap.add_argument("--old", default=os.path.join(ROOT, "weights", "edm_qm9_9x128.safetensors"),
+                    help="the weights to beat (default: the shipped file)")
+    ap.add_argument("--old-name", required=True, help="the old side's name in file names, e.g. shipped343avg")
+    ap.add_argument("--seeds", required=True, help="seeds to run, e.g. 130-145 (fresh ones: never used in a test)")
+    ap.add_argument("--n", type=int, default=1000, help="molecules per seed and side (default 1000)")
+    ap.add_argument("--steps", type=int, default=100, help="denoising steps (default 100)")
+    ap.add_argument("--threads", type=int, default=2, help="sampler threads (default 2)")
+    ap.add_argument("--metric", choices=METRICS, default="molecule_stability",
+                    help="the pre-registered metric that must improve at p < 0.05 (default: molecule_stability)")
+    ap.add_argument("--expect-new-digest", default=None, metavar="HEX",
+                    help="refuse to start unless the new file's tensor digest begins with this")
+    ap.add_argument("--logs", default=os.path.join(HERE, "logs"), help="where the reports go")
+    ap.add_argument("--samples", default=os.path.join(HERE, "runs", "eval"), help="where samples and logs go")
+    ap.add_argument("--binary", default=None, help="passed on to evaluate.py (default: its own default)")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands still to run and stop")
+    args = ap.parse_args(argv)
+    if args.new_name == args.old_name:
+        ap.error(f"--new-name and --old-name are both {args.new_name!r}: the two sides would share files")
+    if args.n < 1 or args.steps < 1:
+        ap.error("--n and --steps must be at least 1")
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as e:
+        ap.error(str(e))
+    for path in (args.new, args.old):
+        if not os.path.exists(path):
+            ap.error(f"{path}: no such weights file")
+    # evaluate.py runs from the repository root: paths given from elsewhere must still point at the same files
+    args.new, args.old, args.logs, args.samples = (os.path.abspath(p) for p in (args.new, args.old, args.logs,
+                                                                                 args.samples))
+    label = f"{args.new_name}_vs_{args.old_name}_{seed_label(seeds)}"
+    os.makedirs(args.logs, exist_ok=True)
+    os.makedirs(args.samples, exist_ok=True)
+    try:
+        new_digest = tensor_digest(args.new)
+        if args.expect_new_digest and not new_digest.startswith(args.expect_new_digest.lower()):
+            raise ValueError(f"{args.new}: tensor digest {new_digest[:12]}…, not the registered "
+                             f"{args.expect_new_digest}…")
+        layout = Layout(args.logs, args.samples, args.n, args.steps)
+        todo = plan(layout, args.new, args.new_name, args.old, args.old_name, seeds, args.threads)
+        if args.dry_run:
+            for _, _, _, cmd in todo:
+                print(" ".join(cmd))
+            return 0
+        register(os.path.join(args.logs, f"paired_{label}.plan.json"), args.new, args.old, args.n, args.steps,
+                 seeds)
+    except ValueError as e:
+        sys.exit(str(e))
+    extra = ["--binary", os.path.abspath(args.binary)] if args.binary else []
+    for i, (seed, side, report, cmd) in enumerate(todo):
+        log = layout.log(args.new_name if side == "new" else args.old_name, seed)
+        print(f"[{time.strftime('%H:%M:%S')}] {i + 1}/{len(todo)}: seed {seed}, {side} side -> {report}",
+              flush=True)
+        t0 = time.time()
+        with open(log, "w") as fh:
+            rc = subprocess.call(cmd + extra, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+        if rc != 0 or not os.path.exists(report):
+            sys.exit(f"seed {seed}, {side} side: evaluate.py failed (exit {rc}); see {log}")
+        print(f"  {time.time() - t0:.1f} s", flush=True)
+    reports = []
+    for s in seeds:
+        path = layout.report(args.new_name, s)
+        with open(path) as f:
+            reports.append((path, json.load(f)))
+    try:
+        res = pool(reports)
+    except ValueError as e:
+        sys.exit(str(e))
+    res["verdict"], why = verdict(res, args.metric)
+    for m in METRICS:
+        r = res[m]
+        n = max(r["molecules"], 1)
+        print(f"{m}: new {100 * r['these'] / n:.1f} % against old {100 * r['other'] / n:.1f} %; only new "
+              f"{r['only_these']}, only old {r['only_other']}, exact McNemar p = {r['mcnemar_p']:.3g}")
+    print(f"ship rule on {args.metric}: {res['verdict']} ({why})")
+    out = os.path.join(args.logs, f"pooled_{label}.json")
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
