@@ -1165,6 +1165,66 @@ class DataTests(unittest.TestCase):
                 paired_test.main(argv[:1] + [tiny, "--expect-new-digest", "ffff"] + argv[2:])
             self.assertIn("not the registered ffff", str(e.exception))
 
+    def test_confirmation_rule_and_runner(self):
+        """confirm_test.py: PASS needs more stable molecules than the shipped file on the same seeds, validity of at
+        least 80 % and atom stability of at least 95 %, each failing alone; another protocol is refused; a real run
+        (the Rust sampler on the tiny golden weights, judged against its own earlier reports) ties on stable
+        molecules and so FAILs, and a rerun samples nothing."""
+        import confirm_test
+
+        def group(stable, valid=1700, atoms_stable=34000, seeds=(1, 2), steps=1000, asked=2000):
+            return {"seeds": list(seeds), "steps": steps,
+                    "counts": {"asked": asked, "stable_molecules": stable, "valid": valid, "atoms": 35000,
+                               "stable_atoms": atoms_stable},
+                    "rates": {"validity": valid / asked, "atom_stability": atoms_stable / 35000}}
+
+        shipped = group(1396)
+        self.assertEqual(confirm_test.judge(group(1397), shipped)[0], "PASS")
+        for failing, what in ((group(1396), "1396 against 1396 of 2000 molecules stable [not met]"),
+                              (group(1500, valid=1599), "validity 80.0 % (at least 80.0) [not met]"),
+                              (group(1500, atoms_stable=33249), "atom stability 95.00 % (at least 95) [not met]")):
+            verdict, why = confirm_test.judge(failing, shipped)
+            self.assertEqual(verdict, "FAIL")
+            self.assertIn(what, why)
+        self.assertEqual(confirm_test.judge(group(1500, valid=1600), shipped)[0], "PASS")  # 80.0 % exactly
+        for other in (group(1500, seeds=(1, 3)), group(1500, steps=100), group(1500, asked=1999)):
+            with self.assertRaisesRegex(ValueError, "a confirmation compares the same protocol"):
+                confirm_test.judge(other, shipped)
+
+        binary = os.path.join(ROOT, "target", "release", "equivariant")
+        if not os.path.exists(binary):
+            self.skipTest(f"{binary} not built (cargo build --release)")
+        tiny = os.path.join(ROOT, "tests", "fixtures", "golden_tiny.safetensors")
+        with tempfile.TemporaryDirectory() as d:
+            logs = os.path.join(d, "logs")
+            common = ["--n", "3", "--steps", "2", "--threads", "1", "--logs", logs, "--samples",
+                      os.path.join(d, "eval"), "--binary", binary]
+            import paired_test  # the shipped side's reports, sampled the same way
+            with contextlib.redirect_stdout(io.StringIO()):
+                paired_test.main(["--new", tiny, "--new-name", "B", "--old", tiny, "--old-name", "A", "--seeds",
+                                  "1-2", *common])
+            argv = ["--new", tiny, "--new-name", "C", "--shipped-reports",
+                    os.path.join(logs, "eval_A_3x2_seed1.json"), os.path.join(logs, "eval_A_3x2_seed2.json"),
+                    *common]
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                self.assertEqual(confirm_test.main(argv), 0)
+            self.assertIn("2/2: seed 2", out.getvalue())
+            with open(os.path.join(logs, "pooled_C_3x2_seeds1-2.json")) as f:
+                res = json.load(f)
+            self.assertEqual(res["counts"]["asked"], 6)
+            self.assertEqual(res["counts"]["stable_molecules"], res["shipped"]["counts"]["stable_molecules"])
+            self.assertEqual(res["verdict"], "FAIL")
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                self.assertEqual(confirm_test.main(argv), 0)
+            self.assertNotIn("seed 1 ->", out.getvalue())
+            for extra, what in ((["--seeds", "1,3"], "seeds [1, 2], the candidate's [1, 3]"),
+                                (["--n", "4"], "molecules 6, the candidate's 8")):
+                with self.assertRaises(SystemExit) as e:  # refused before anything is sampled
+                    confirm_test.main(argv + extra)
+                self.assertIn(what, str(e.exception))
+            self.assertFalse(os.path.exists(os.path.join(logs, "eval_C_3x2_seed3.json")))
+            self.assertFalse(os.path.exists(os.path.join(logs, "eval_C_4x2_seed1.json")))
+
     def test_unpaired_reports_pool_their_exact_counts_over_seeds(self):
         """Two seeds' reports (built by evaluate.summarise from real molecules) pool by adding counts: atoms weigh
         by their number, not each seed alike; an older report without `counts` gives the same pool from its rates;
