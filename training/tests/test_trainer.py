@@ -308,6 +308,65 @@ class TrainingTests(unittest.TestCase):
             self.assertIn(f"--ckpt {ckpt} does not fit a 1x16 model", out.stderr)
             self.assertFalse(os.path.exists(os.path.join(d, "d", "w.safetensors")), "nothing written")
 
+    def test_chain_runs_chunks_that_resume_their_predecessor_and_updates_the_resume_file(self):
+        """chain.py: two real tiny chunks, the second continuing the first's full checkpoint (copied into its own
+        folder), each with its own seed; the resume file ends as the last chunk's EMA weights; both EMAs are
+        validated; a chunk number already used is refused; a failing trainer leaves the resume file alone; the
+        deadline shortens or skips chunks."""
+        import datetime
+        import chain
+
+        self.assertEqual(chain.parse_chunk("1e-4:50"), (1e-4, 50.0))
+        for bad in ("1e-4", "x:5", "1e-4:0"):
+            with self.assertRaises(ValueError):
+                chain.parse_chunk(bad)
+        now = datetime.datetime(2026, 12, 7, 23, 0, tzinfo=datetime.timezone.utc)
+        at = chain.parse_deadline("02:20", now)
+        self.assertEqual(at - now, datetime.timedelta(hours=3, minutes=20))
+        self.assertEqual(chain.budget(50, at, now, 5), 50)
+        self.assertEqual(chain.budget(50, at, at - datetime.timedelta(minutes=30), 5), 30 - chain.OVERHEAD_MINUTES)
+        self.assertIsNone(chain.budget(50, at, at - datetime.timedelta(minutes=8), 5))
+        with tempfile.TemporaryDirectory() as d:
+            data, start = tiny_data_and_start(d, data_seed=3, weights_seed=6)
+            runs, logs = os.path.join(d, "runs"), os.path.join(d, "logs")
+            extra = ["--data", data, "--nf", "8", "--layers", "1", "--batch", "4", "--warmup", "1", "--threads", "1",
+                     "--eval-molecules", "4", "--precision", "f32", "--no-bf16", "--max-steps", "4"]
+            argv = ["--first", "7", "--chunks", "1e-2:3", "1e-3:3", "--resume-file", start, "--runs", runs, "--logs",
+                    logs, "--min-minutes", "0.5", "--", *extra]
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                self.assertEqual(chain.main(argv), 0)
+            self.assertIn("chunks done: ft7, ft8", out.getvalue())
+            with open(os.path.join(logs, "train_cpu_ft8.log")) as f:
+                self.assertIn(f"resumed full checkpoint {os.path.join(runs, 'ft8', 'ft8.pt')}", f.read())
+            last = os.path.join(runs, "ft8", "start.safetensors")
+            with open(last, "rb") as a, open(start, "rb") as b:
+                self.assertEqual(a.read(), b.read(), "the resume file is the last chunk's EMA")
+            prov = train.read_safetensors(start)[1]["provenance"]
+            self.assertEqual(prov["steps"], 8, "the second chunk continued the first's counters")
+            for n in (7, 8):
+                for suffix in ("", "_ema0.9999"):
+                    with open(os.path.join(logs, f"validate_ft{n}{suffix}_f32.log")) as f:
+                        self.assertIn("bf16 False", f.read())
+            with self.assertRaises(SystemExit) as e:
+                chain.main(argv)
+            self.assertIn("chunk ft7 was run before", str(e.exception))
+            def read(path):
+                with open(path, "rb") as f:
+                    return f.read()
+
+            before = read(start)
+            with contextlib.redirect_stdout(io.StringIO()), self.assertRaises(SystemExit) as e:
+                chain.main(["--first", "9", "--chunks", "1e-2:3", "--resume-file", start, "--runs", runs, "--logs",
+                            logs, "--min-minutes", "0.5", "--", *extra, "--nf", "16"])  # does not fit the weights
+            self.assertIn("ft9: the trainer failed", str(e.exception))
+            self.assertEqual(read(start), before)
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                late = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=6)).strftime("%H:%M")
+                self.assertEqual(chain.main(["--first", "10", "--chunks", "1e-2:3", "--resume-file", start, "--runs",
+                                             runs, "--logs", logs, "--deadline", late, "--", *extra]), 0)
+            self.assertIn("ft10: skipped", out.getvalue())
+            self.assertFalse(os.path.exists(os.path.join(runs, "ft10")))
+
     def test_chunk_seeds_follow_the_seed_and_the_start(self):
         same = [train.chunk_seeds(26, 1000) for _ in range(2)]
         self.assertEqual(same[0][0], same[1][0])
