@@ -25,7 +25,6 @@ matches it.
 """
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import sys
@@ -33,6 +32,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from digest import tensor_digest  # noqa: E402,F401  (re-exported: the digest of weights files)
 from train import git_commit, read_safetensors, write_weights  # noqa: E402
 
 COUNTERS = ("molecules_seen", "epochs", "steps", "cpu_hours", "gpu_minutes", "chunks")
@@ -96,29 +96,6 @@ def combined_provenance(paths, provs, coefficients, chain=False):
     out["git_commit"] = git_commit()
     out["updated"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return out
-
-
-def tensor_digest(path):
-    """SHA-256 over a safetensors file's tensors alone: each tensor's name, dtype and shape (sorted by name) and its
-    stored bytes, leaving out the `__metadata__` block (commit, time, provenance)."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    if len(blob) < 8:
-        raise ValueError(f"{path}: {len(blob)} bytes, too short for a safetensors header")
-    n = int.from_bytes(blob[:8], "little")
-    if 8 + n > len(blob):
-        raise ValueError(f"{path}: header of {n} bytes runs past the end of the file ({len(blob)} bytes)")
-    header = json.loads(blob[8:8 + n])
-    data = blob[8 + n:]
-    h = hashlib.sha256()
-    for name in sorted(k for k in header if k != "__metadata__"):
-        entry = header[name]
-        start, end = entry["data_offsets"]
-        if not 0 <= start <= end <= len(data):
-            raise ValueError(f"{path}: {name} lies outside the file's data ({start}..{end} of {len(data)} bytes)")
-        h.update(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
-        h.update(data[start:end])
-    return h.hexdigest()
 
 
 def main(argv=None):

@@ -16,9 +16,11 @@ even if this chain is killed) and are validated in float32 (`train.py --validate
 slow EMA's, each into `training/logs/validate_ftN[_ema0.9999]_f32.log`; the chunk's own log is
 `training/logs/train_cpu_ftN.log`. Committing stays a person's decision: the chain prints what to commit.
 
-`--deadline HH:MM` (UTC, today or, if past, tomorrow) shortens a chunk so that it ends, with its validations, a few
+`--deadline HH:MM` (UTC, within the next 12 hours) shortens a chunk so that it ends, with its validations, a few
 minutes before then, and skips chunks that would be shorter than `--min-minutes`: a session's end never kills a
-chunk halfway. `--dry-run` prints the commands.
+chunk halfway. `--dry-run` prints the commands (each chunk's minutes as if it started now). The flags the chain
+sets itself (`--minutes`, `--lr`, `--seed`, `--resume`, `--out-dir`, `--name`, `--ckpt`, `--ema-slow`) are refused
+after `--`, as are the chain's own flags there, and the trainer's parser checks the rest before anything runs.
 """
 import argparse
 import datetime
@@ -31,6 +33,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECIPE = ["--lr-decay", "--ema-slow", "0.9999", "--t-low-frac", "0.4", "--t-low-min", "150", "--t-low-max", "450",
           "--threads", "2"]
+# what the chain sets for each chunk; the same flags after -- would override it
+RESERVED = {"--minutes", "--lr", "--seed", "--resume", "--out-dir", "--name", "--ckpt", "--ema-slow",
+            "--validate-only", "--json"}
 # minutes a chunk needs beyond its budget: the final evaluations and saving, then two float32 validations
 OVERHEAD_MINUTES = 4.0
 
@@ -47,13 +52,37 @@ def parse_chunk(text):
 
 
 def parse_deadline(text, now):
-    """'02:20' -> the next such UTC time after `now` (an aware datetime)."""
+    """'02:20' -> that UTC time within the 12 hours after `now` (an aware datetime); ValueError when it is not
+    (a deadline just past is an error, not the same time tomorrow)."""
     try:
         h, m = (int(x) for x in text.split(":"))
         at = now.replace(hour=h, minute=m, second=0, microsecond=0)
     except ValueError:
         raise ValueError(f"--deadline {text!r}: expected HH:MM (UTC)") from None
-    return at if at > now else at + datetime.timedelta(days=1)
+    if at <= now:
+        at += datetime.timedelta(days=1)
+    if at - now > datetime.timedelta(hours=12):
+        raise ValueError(f"--deadline {text}: already past (it is {now:%H:%M} UTC), or more than 12 hours away")
+    return at
+
+
+def split_flags(extra):
+    """Trainer flags with `--flag=value` spelled as `--flag value`, so that each can be looked up."""
+    out = []
+    for a in extra:
+        out += a.split("=", 1) if a.startswith("--") and "=" in a else [a]
+    return out
+
+
+def refuse_reserved(extra):
+    """ValueError naming a flag after `--` that the chain sets itself (or one of the chain's own flags, given
+    there by mistake): the trainer would take the last value and quietly defeat the chain."""
+    chain_flags = {"--first", "--chunks", "--from", "--resume-file", "--runs", "--logs", "--deadline",
+                   "--min-minutes", "--dry-run"}
+    bad = [a for a in extra if a in RESERVED or a in chain_flags]
+    if bad:
+        raise ValueError(f"after --: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} set by the chain (or "
+                         "are its own flags, which go before --); the trainer flags after -- must be others")
 
 
 def budget(minutes, deadline, now, min_minutes):
@@ -113,11 +142,21 @@ def main(argv=None):
     ap.add_argument("extra", nargs="*", help="trainer flags after --, e.g. -- --batch 64")
     args = ap.parse_args(argv)
     now = datetime.datetime.now(datetime.timezone.utc)
+    args.extra = split_flags(args.extra)
     try:
         chunks = [parse_chunk(c) for c in args.chunks]
         deadline = parse_deadline(args.deadline, now) if args.deadline else None
+        refuse_reserved(args.extra)
     except ValueError as e:
         ap.error(str(e))
+    sys.path.insert(0, HERE)
+    import train  # the trainer's own parser checks every chunk's flags before anything is copied or trained
+
+    probe = chunk_commands(args.first, 1e-4, 1.0, args.resume_file, args.runs, args.extra)[0]
+    try:
+        train.build_parser().parse_args(probe[2:])
+    except SystemExit:
+        ap.error(f"the trainer refuses the flags after --: {' '.join(args.extra)}")
     if args.start_ckpt and not os.path.exists(args.start_ckpt):
         ap.error(f"--from {args.start_ckpt}: no such checkpoint")
     if not os.path.exists(args.resume_file):
@@ -147,14 +186,18 @@ def main(argv=None):
             shutil.copyfile(previous, ckpt)
             if not filecmp.cmp(previous, ckpt, shallow=False):
                 sys.exit(f"{ckpt}: the copy of {previous} differs from it")
-            start = f"{previous}'s full checkpoint"
+            start = f"{previous}'s full checkpoint (if it has seen at least the resume file's molecules)"
         else:
             start = f"{args.resume_file}'s EMA weights with a fresh optimizer"
         print(f"[{now:%H:%M:%S}] ft{n}: lr {lr:g} for {got:g} min from {start} -> {log}", flush=True)
         rc = run(cmd, log)
         if rc != 0 or not os.path.exists(weights):
             sys.exit(f"ft{n}: the trainer failed (exit {rc}); see {log}. {args.resume_file} is left as it was")
-        shutil.copyfile(weights, args.resume_file)
+        tmp = args.resume_file + ".tmp"
+        shutil.copyfile(weights, tmp)
+        os.replace(tmp, args.resume_file)  # a kill mid-copy leaves the old file whole
+        with open(log) as f:
+            print(f"  {f.readline().strip()}", flush=True)  # what the trainer took: the checkpoint or fresh
         print(f"  {last_line(log, 'done:')}", flush=True)
         for path, suffix in ((weights, ""), (slow, "_ema0.9999")):
             if os.path.exists(path):

@@ -7,7 +7,8 @@
 The candidate samples 1000 molecules at 1000 steps on each seed (default seeds 1 and 2, the model card's protocol),
 with the reports in `training/logs/eval_{name}_{n}x{steps}_seed{S}.json` and the samples and logs in
 `training/runs/eval/`; a seed whose report exists is not sampled again. The reports are pooled with
-`pool_reports.py` (exact counts over seeds) and judged by the model card's rule: more stable molecules than the
+`pool_reports.py` (exact counts over seeds; a report is reused or pooled only when the tensor digest it records
+is the candidate's) and judged by the model card's rule: more stable molecules than the
 shipped file's own reports on the same seeds, validity at least 80.0 % and atom stability at least 95 %. The
 shipped file's count is pooled from its reports, not typed in, and they must cover the same seeds, molecules and
 steps. The verdict (PASS or FAIL, with why) is printed and written with the pooled numbers to
@@ -21,8 +22,8 @@ import subprocess
 import sys
 import time
 
-from average_weights import tensor_digest
-from paired_test import HERE, ROOT, Layout, parse_seeds, seed_label
+from digest import tensor_digest
+from paired_test import HERE, ROOT, Layout, check_report, parse_seeds, seed_label
 from pool_reports import pool, row
 
 MIN_VALIDITY, MIN_ATOM_STABILITY = 0.80, 0.95
@@ -90,6 +91,10 @@ def main(argv=None):
     try:
         seeds = parse_seeds(args.seeds)
         shipped = pool(load(args.shipped_reports), one=True)[0]
+        if len(shipped["weights_seen"]) != 1:
+            raise ValueError(f"--shipped-reports: they are of {len(shipped['weights_seen'])} weights files "
+                             f"({', '.join(map(str, shipped['weights_seen']))}); the shipped file's count comes from "
+                             "its own reports alone")
         digest = tensor_digest(args.new)
         if args.expect_new_digest and not digest.startswith(args.expect_new_digest.lower()):
             raise ValueError(f"{args.new}: tensor digest {digest[:12]}…, not the registered "
@@ -108,7 +113,12 @@ def main(argv=None):
     layout = Layout(logs, samples, args.n, args.steps)
     todo = []
     for s in seeds:
-        if not os.path.exists(layout.report(args.new_name, s)):
+        if os.path.exists(layout.report(args.new_name, s)):
+            try:  # reused only when it was sampled from this file
+                check_report(layout.report(args.new_name, s), digest, new)
+            except ValueError as e:
+                sys.exit(str(e))
+        else:
             todo.append((s, [sys.executable, os.path.join(HERE, "evaluate.py"), "--weights", new, "--n", str(args.n),
                              "--steps", str(args.steps), "--seed", str(s), "--threads", str(args.threads),
                              "--keep", layout.xyz(args.new_name, s), "--json", layout.report(args.new_name, s)]
@@ -128,6 +138,8 @@ def main(argv=None):
             sys.exit(f"seed {s}: evaluate.py failed (exit {rc}); see {log}")
         print(f"  {time.time() - t0:.1f} s", flush=True)
     try:
+        for s in seeds:
+            check_report(layout.report(args.new_name, s), digest, new)
         group = pool(load([layout.report(args.new_name, s) for s in seeds]), one=True)[0]
         group["tensor_digest"] = digest
         group["verdict"], why = judge(group, shipped)

@@ -34,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from chem import ELEMENTS, bond_counts, bonds, over_bonded, rdkit_verdict, stability  # noqa: E402
+from digest import tensor_digest  # noqa: E402
 
 
 # the comment line `equivariant sample` writes for each molecule
@@ -295,6 +296,7 @@ def main():
         subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     # what the evaluated molecules are: drawn now, a kept file, or QM9 test molecules
     n, seed, steps, sample_s = 1000 if args.n is None else args.n, args.seed, args.steps, None
+    digest = None
     if args.data_reference:
         out = args.keep or os.path.join(tempfile.mkdtemp(), "qm9_test.xyz")
         n = write_data_reference(out, args.data_reference, seed)  # fewer if the test split is smaller
@@ -306,6 +308,10 @@ def main():
         out, source = args.keep or os.path.join(tempfile.mkdtemp(), "samples.xyz"), os.path.relpath(args.weights, ROOT)
         cmd = [args.binary, "sample", "--n", str(n), "--steps", str(steps), "--seed", str(seed),
                "--weights", args.weights, "--out", out, "--jobs", str(args.threads or os.cpu_count() or 1)]
+        try:
+            digest = tensor_digest(args.weights)  # before sampling: the file the sampler reads
+        except (OSError, ValueError) as e:
+            sys.exit(f"--weights: {e}")
         t0 = time.time()
         subprocess.check_call(cmd)
         sample_s = round(time.time() - t0, 1)
@@ -325,6 +331,8 @@ def main():
     vs = verdicts(mols)
     train = set(open(args.smiles).read().split()) if os.path.exists(args.smiles) else None
     res = summarise(mols, vs, n, train, weights=source, steps=steps, seed=seed, sampling_seconds=sample_s)
+    if digest is not None:  # which weights drew these samples, whatever the file is called (paired_test.py checks it)
+        res["tensor_digest"] = digest
     if args.paired:
         res["paired"] = paired(mols, vs, args.paired)
     c = res["counts"]

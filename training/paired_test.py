@@ -13,15 +13,18 @@ sides, as the model card's tests always named them:
     training/runs/eval/{name}_{n}x{steps}_seed{S}.xyz     the samples (not committed)
     training/runs/eval/{name}_{n}x{steps}_seed{S}.log     what evaluate.py printed
 
-A seed whose report exists is not sampled again, so an interrupted test resumes where it stopped. What is being
-compared is written down before the first seed (`training/logs/paired_{new}_vs_{old}_seeds{A}-{B}.plan.json`:
-both files' tensor digests, n, steps, seeds); a rerun refuses to go on when either file's tensors changed since
-(for example, a ship replaced the old file halfway), because its seeds would then pool two different tests.
-`--expect-new-digest` (a prefix is enough) refuses to start unless the new file is the one registered for the test.
+A seed whose report exists is not sampled again, so an interrupted test resumes where it stopped. Each report
+records the tensor digest of the weights that sampled it (evaluate.py, since session 46), and a report is reused
+only when that digest is its side's file's and, on the new side, its samples were paired with the old side's file
+of the same seed: a name reused for other weights, or a shipped file replaced halfway through a test, stops the
+test with the report's name instead of pooling two different comparisons. Reports without a digest (older ones)
+are refused the same way. `--expect-new-digest` (a prefix is enough) refuses a candidate other than the one the
+test registered.
 
 When every seed is done, the reports are pooled with `pool_paired.py` (one exact McNemar test on all discordant
-molecules) and the ship rule's verdict is printed and written to
-`training/logs/pooled_{new}_vs_{old}_seeds{A}-{B}.json`. `--dry-run` prints the evaluate.py commands left to run.
+molecules) and the ship rule's verdict on `--metric` is printed and written, with the metric, to
+`training/logs/pooled_{new}_vs_{old}_seeds{A}-{B}.json` (`..._validity.json` for a test on validity). `--dry-run`
+prints the evaluate.py commands left to run.
 """
 import argparse
 import json
@@ -30,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from average_weights import tensor_digest
+from digest import tensor_digest
 from pool_paired import METRICS, pool, verdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,10 +86,33 @@ class Layout:
         return os.path.join(self.samples, self.stem(name, seed) + ".log")
 
 
-def plan(layout, new, new_name, old, old_name, seeds, threads, python=sys.executable):
+def check_report(path, digest, weights, paired_with=None):
+    """Raise ValueError unless the evaluate.py report at `path` was sampled from weights with tensor digest `digest`
+    (the file `weights`) and, where `paired_with` is given, compared with the samples at that path."""
+    try:
+        with open(path) as f:
+            r = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read it as a JSON report ({e})") from None
+    got = r.get("tensor_digest")
+    if got is None:
+        raise ValueError(f"{path}: it records no tensor digest (written before session 46, or from --samples), so "
+                         f"it cannot be matched to {weights}; move it away, or run the test under another name")
+    if got != digest:
+        raise ValueError(f"{path}: sampled from weights with tensor digest {got[:12]}…, but {weights} has "
+                         f"{digest[:12]}…: a name reused for other weights, or a file replaced since; move the "
+                         "report away, or run the test under another name")
+    if paired_with is not None:
+        other = (r.get("paired") or {}).get("other")
+        if other is None or os.path.abspath(os.path.join(ROOT, other)) != os.path.abspath(paired_with):
+            raise ValueError(f"{path}: compared with {other}, not with {paired_with}")
+
+
+def plan(layout, new, new_name, old, old_name, seeds, threads, digests, python=sys.executable):
     """The (seed, side, report path, evaluate.py command) still to run, in order: on each seed the old side, then
-    the new side paired with the old side's samples. A side whose report exists is done. A new side whose old
-    samples are gone while its own report is missing cannot be paired, so that raises ValueError."""
+    the new side paired with the old side's samples. A side whose report exists is done, once check_report finds
+    it is of that side's file (`digests`: {"new": ..., "old": ...}); otherwise ValueError. A new side whose old
+    samples are gone while its own report is missing cannot be paired, so that raises ValueError too."""
     evaluate = os.path.join(HERE, "evaluate.py")
     todo = []
     for s in seeds:
@@ -97,7 +123,14 @@ def plan(layout, new, new_name, old, old_name, seeds, threads, python=sys.execut
             todo.append((s, "old", layout.report(old_name, s),
                          [python, evaluate, "--weights", old, *common, "--keep", old_xyz,
                           "--json", layout.report(old_name, s)]))
-        if not os.path.exists(layout.report(new_name, s)):
+        else:
+            check_report(layout.report(old_name, s), digests["old"], old)
+        if os.path.exists(layout.report(new_name, s)):
+            if old_pending:
+                raise ValueError(f"{layout.report(new_name, s)} exists but the old side's report of seed {s} does "
+                                 "not: it was paired with samples that are not this test's; move it away")
+            check_report(layout.report(new_name, s), digests["new"], new, paired_with=old_xyz)
+        else:
             if not old_pending and not os.path.exists(old_xyz):
                 raise ValueError(f"seed {s}: {layout.report(old_name, s)} exists but its samples {old_xyz} are "
                                  "gone, so the new side cannot be paired with them; delete that report to resample "
@@ -106,31 +139,6 @@ def plan(layout, new, new_name, old, old_name, seeds, threads, python=sys.execut
                          [python, evaluate, "--weights", new, *common, "--keep", layout.xyz(new_name, s),
                           "--paired", old_xyz, "--json", layout.report(new_name, s)]))
     return todo
-
-
-def register(path, new, old, n, steps, seeds):
-    """Write the test's plan (both tensor digests, n, steps, seeds) at `path`, or check it against the one already
-    there: ValueError naming what changed. Returns the plan."""
-    here = {"new": {"path": new, "tensor_digest": tensor_digest(new)},
-            "old": {"path": old, "tensor_digest": tensor_digest(old)},
-            "n": n, "steps": steps, "seeds": seeds}
-    if not os.path.exists(path):
-        here["registered"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with open(path, "w") as f:
-            json.dump(here, f, indent=1)
-        return here
-    with open(path) as f:
-        was = json.load(f)
-    for side in ("new", "old"):
-        if was[side]["tensor_digest"] != here[side]["tensor_digest"]:
-            raise ValueError(f"{path}: the {side} file {here[side]['path']} has tensor digest "
-                             f"{here[side]['tensor_digest'][:12]}…, but the test was started with "
-                             f"{was[side]['tensor_digest'][:12]}… ({was[side]['path']}); its seeds would pool two "
-                             "different comparisons. Restore that file, or start a test under new names")
-    for key in ("n", "steps", "seeds"):
-        if was[key] != here[key]:
-            raise ValueError(f"{path}: the test was started with {key} {was[key]}, not {here[key]}")
-    return was
 
 
 def main(argv=None):
@@ -171,20 +179,18 @@ def main(argv=None):
     os.makedirs(args.logs, exist_ok=True)
     os.makedirs(args.samples, exist_ok=True)
     try:
-        new_digest = tensor_digest(args.new)
-        if args.expect_new_digest and not new_digest.startswith(args.expect_new_digest.lower()):
-            raise ValueError(f"{args.new}: tensor digest {new_digest[:12]}…, not the registered "
+        digests = {"new": tensor_digest(args.new), "old": tensor_digest(args.old)}
+        if args.expect_new_digest and not digests["new"].startswith(args.expect_new_digest.lower()):
+            raise ValueError(f"{args.new}: tensor digest {digests['new'][:12]}…, not the registered "
                              f"{args.expect_new_digest}…")
         layout = Layout(args.logs, args.samples, args.n, args.steps)
-        todo = plan(layout, args.new, args.new_name, args.old, args.old_name, seeds, args.threads)
-        if args.dry_run:
-            for _, _, _, cmd in todo:
-                print(" ".join(cmd))
-            return 0
-        register(os.path.join(args.logs, f"paired_{label}.plan.json"), args.new, args.old, args.n, args.steps,
-                 seeds)
+        todo = plan(layout, args.new, args.new_name, args.old, args.old_name, seeds, args.threads, digests)
     except ValueError as e:
         sys.exit(str(e))
+    if args.dry_run:
+        for _, _, _, cmd in todo:
+            print(" ".join(cmd))
+        return 0
     extra = ["--binary", os.path.abspath(args.binary)] if args.binary else []
     for i, (seed, side, report, cmd) in enumerate(todo):
         log = layout.log(args.new_name if side == "new" else args.old_name, seed)
@@ -202,9 +208,14 @@ def main(argv=None):
         with open(path) as f:
             reports.append((path, json.load(f)))
     try:
+        for s in seeds:  # what was sampled while this ran is checked like what was there before
+            check_report(layout.report(args.old_name, s), digests["old"], args.old)
+            check_report(layout.report(args.new_name, s), digests["new"], args.new,
+                         paired_with=layout.xyz(args.old_name, s))
         res = pool(reports)
     except ValueError as e:
         sys.exit(str(e))
+    res["metric"], res["tensor_digests"] = args.metric, digests
     res["verdict"], why = verdict(res, args.metric)
     for m in METRICS:
         r = res[m]
@@ -212,7 +223,7 @@ def main(argv=None):
         print(f"{m}: new {100 * r['these'] / n:.1f} % against old {100 * r['other'] / n:.1f} %; only new "
               f"{r['only_these']}, only old {r['only_other']}, exact McNemar p = {r['mcnemar_p']:.3g}")
     print(f"ship rule on {args.metric}: {res['verdict']} ({why})")
-    out = os.path.join(args.logs, f"pooled_{label}.json")
+    out = os.path.join(args.logs, f"pooled_{label}{'' if args.metric == 'molecule_stability' else '_validity'}.json")
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
     print(f"wrote {out}")

@@ -326,6 +326,12 @@ class TrainingTests(unittest.TestCase):
         self.assertEqual(chain.budget(50, at, now, 5), 50)
         self.assertEqual(chain.budget(50, at, at - datetime.timedelta(minutes=30), 5), 30 - chain.OVERHEAD_MINUTES)
         self.assertIsNone(chain.budget(50, at, at - datetime.timedelta(minutes=8), 5))
+        with self.assertRaisesRegex(ValueError, "already past"):
+            chain.parse_deadline("22:50", now)  # ten minutes ago, not tomorrow
+        self.assertEqual(chain.split_flags(["--data=x.npz", "--nf", "8"]), ["--data", "x.npz", "--nf", "8"])
+        for flags in (["--minutes", "5"], ["--dry-run"], ["--seed", "3"]):
+            with self.assertRaisesRegex(ValueError, "set by the chain"):
+                chain.refuse_reserved(flags)
         with tempfile.TemporaryDirectory() as d:
             data, start = tiny_data_and_start(d, data_seed=3, weights_seed=6)
             runs, logs = os.path.join(d, "runs"), os.path.join(d, "logs")
@@ -1152,12 +1158,14 @@ class DataTests(unittest.TestCase):
                                                     "p = 0.0312; validity 16 against 16; atom stability not in the "
                                                     "reports"))
 
-    def test_paired_test_runner_samples_old_first_resumes_and_refuses_changed_files(self):
+    def test_paired_test_runner_samples_old_first_resumes_and_refuses_other_weights(self):
         """paired_test.py: the old side samples before the new one on each seed and the new side is paired with
-        the old side's samples; done seeds are skipped; a seed set with a repeat is refused; a file whose tensors
-        changed since the test started stops it; and a real run (the Rust sampler on the tiny golden weights, the
-        same file on both sides) pools to zero discordant molecules and the verdict FAIL."""
+        the old side's samples; done seeds are skipped, but only when the report's recorded tensor digest is its
+        side's file's and the new side was paired with this test's old samples; a seed set with a repeat is
+        refused; and a real run (the Rust sampler on the tiny golden weights, the same file on both sides) pools
+        to zero discordant molecules and the verdict FAIL, and its reports name the file by its digest."""
         import paired_test
+        from digest import tensor_digest
 
         self.assertEqual(paired_test.parse_seeds("130-132,7"), [130, 131, 132, 7])
         with self.assertRaisesRegex(ValueError, "listed twice"):
@@ -1167,35 +1175,46 @@ class DataTests(unittest.TestCase):
         self.assertEqual(paired_test.seed_label([130, 131, 132]), "seeds130-132")
         self.assertEqual(paired_test.seed_label([1, 5]), "seeds1_5")
         tiny = os.path.join(ROOT, "tests", "fixtures", "golden_tiny.safetensors")
+        digests = {"new": "b" * 64, "old": "a" * 64}
+
+        def write(path, **report):
+            with open(path, "w") as f:
+                json.dump(report, f)
+
         with tempfile.TemporaryDirectory() as d:
             logs, samples = os.path.join(d, "logs"), os.path.join(d, "eval")
             os.makedirs(logs)
             os.makedirs(samples)
             layout = paired_test.Layout(logs, samples, 3, 2)
-            todo = paired_test.plan(layout, "new.st", "B", "old.st", "A", [1, 2], 1)
+            todo = paired_test.plan(layout, "new.st", "B", "old.st", "A", [1, 2], 1, digests)
             self.assertEqual([(s, side) for s, side, _, _ in todo], [(1, "old"), (1, "new"), (2, "old"), (2, "new")])
             new_cmd = todo[1][3]
             self.assertEqual(new_cmd[new_cmd.index("--paired") + 1], layout.xyz("A", 1))
             self.assertEqual(new_cmd[new_cmd.index("--weights") + 1], "new.st")
             # seed 1 done on the old side: only its new side is left, paired with the kept samples
-            open(layout.report("A", 1), "w").close()
+            write(layout.report("A", 1), tensor_digest="a" * 64)
             open(layout.xyz("A", 1), "w").close()
-            self.assertEqual([(s, side) for s, side, _, _ in paired_test.plan(layout, "n", "B", "o", "A", [1, 2], 1)],
+            self.assertEqual([(s, side) for s, side, _, _ in paired_test.plan(layout, "n", "B", "o", "A", [1, 2], 1,
+                                                                              digests)],
                              [(1, "new"), (2, "old"), (2, "new")])
+            # a report of other weights under the same name, or of none recorded, is not reused
+            for bad, why in (({"tensor_digest": "c" * 64}, "sampled from weights with tensor digest cccccccccccc"),
+                             ({}, "records no tensor digest")):
+                write(layout.report("A", 1), **bad)
+                with self.assertRaisesRegex(ValueError, why):
+                    paired_test.plan(layout, "n", "B", "o", "A", [1, 2], 1, digests)
+            write(layout.report("A", 1), tensor_digest="a" * 64)
+            # the new side's report must have been paired with this test's old samples
+            write(layout.report("B", 1), tensor_digest="b" * 64, paired={"other": os.path.join(d, "elsewhere.xyz")})
+            with self.assertRaisesRegex(ValueError, "compared with .*elsewhere.xyz, not with"):
+                paired_test.plan(layout, "n", "B", "o", "A", [1, 2], 1, digests)
+            write(layout.report("B", 1), tensor_digest="b" * 64, paired={"other": layout.xyz("A", 1)})
+            self.assertEqual([(s, side) for s, side, _, _ in paired_test.plan(layout, "n", "B", "o", "A", [1, 2], 1,
+                                                                              digests)], [(2, "old"), (2, "new")])
+            os.remove(layout.report("B", 1))
             os.remove(layout.xyz("A", 1))
             with self.assertRaisesRegex(ValueError, "cannot be paired"):
-                paired_test.plan(layout, "n", "B", "o", "A", [1, 2], 1)
-            # the registered plan refuses a file whose tensors changed
-            other = os.path.join(d, "other.safetensors")
-            torch.manual_seed(3)
-            self.assertTrue(train.save_weights(other, edm.EnVariationalDiffusion(8, 1), {}))
-            plan_file = os.path.join(d, "plan.json")
-            paired_test.register(plan_file, tiny, other, 3, 2, [1, 2])
-            paired_test.register(plan_file, tiny, other, 3, 2, [1, 2])  # the same files: goes on
-            with self.assertRaisesRegex(ValueError, "the old file .* has tensor digest"):
-                paired_test.register(plan_file, tiny, tiny, 3, 2, [1, 2])
-            with self.assertRaisesRegex(ValueError, "started with steps 2, not 5"):
-                paired_test.register(plan_file, tiny, other, 3, 5, [1, 2])
+                paired_test.plan(layout, "n", "B", "o", "A", [1, 2], 1, digests)
 
         binary = os.path.join(ROOT, "target", "release", "equivariant")
         if not os.path.exists(binary):
@@ -1212,8 +1231,10 @@ class DataTests(unittest.TestCase):
             self.assertEqual(res["molecule_stability"]["molecules"], 6)
             self.assertEqual(res["molecule_stability"]["only_these"] + res["molecule_stability"]["only_other"], 0)
             self.assertEqual(res["agreement"]["same_types"], 6)  # the same weights and seed: the same molecules
-            self.assertEqual(res["verdict"], "FAIL")
+            self.assertEqual((res["verdict"], res["metric"]), ("FAIL", "molecule_stability"))
             self.assertIn("4/4: seed 2, new side", out.getvalue())
+            with open(os.path.join(logs, "eval_A_3x2_seed2.json")) as f:
+                self.assertEqual(json.load(f)["tensor_digest"], tensor_digest(tiny))
             # a rerun samples nothing and pools the same reports again
             stamp = os.path.getmtime(os.path.join(logs, "eval_B_3x2_seed1.json"))
             with contextlib.redirect_stdout(io.StringIO()) as out:
@@ -1223,6 +1244,14 @@ class DataTests(unittest.TestCase):
             with self.assertRaises(SystemExit) as e:
                 paired_test.main(argv[:1] + [tiny, "--expect-new-digest", "ffff"] + argv[2:])
             self.assertIn("not the registered ffff", str(e.exception))
+            # the same name given to other weights (a grown seed set too) stops before sampling
+            other = os.path.join(d, "other.safetensors")
+            torch.manual_seed(3)
+            self.assertTrue(train.save_weights(other, edm.EnVariationalDiffusion(8, 1), {}))
+            with self.assertRaises(SystemExit) as e:
+                paired_test.main(["--new", other, *argv[2:9], "1-3", *argv[10:]])
+            self.assertIn("eval_B_3x2_seed1.json: sampled from weights with tensor digest", str(e.exception))
+            self.assertFalse(os.path.exists(os.path.join(logs, "eval_A_3x2_seed3.json")))
 
     def test_confirmation_rule_and_runner(self):
         """confirm_test.py: PASS needs more stable molecules than the shipped file on the same seeds, validity of at
@@ -1283,6 +1312,24 @@ class DataTests(unittest.TestCase):
                 self.assertIn(what, str(e.exception))
             self.assertFalse(os.path.exists(os.path.join(logs, "eval_C_3x2_seed3.json")))
             self.assertFalse(os.path.exists(os.path.join(logs, "eval_C_4x2_seed1.json")))
+            # the candidate's name given to other weights: its reports are not reused
+            other = os.path.join(d, "other.safetensors")
+            torch.manual_seed(3)
+            self.assertTrue(train.save_weights(other, edm.EnVariationalDiffusion(8, 1), {}))
+            with self.assertRaises(SystemExit) as e:
+                confirm_test.main(["--new", other, *argv[2:]])
+            self.assertIn("eval_C_3x2_seed1.json: sampled from weights with tensor digest", str(e.exception))
+            # the shipped count comes from one file's reports
+            with open(os.path.join(logs, "eval_A_3x2_seed2.json")) as f:
+                r = json.load(f)
+            r["weights"] = "another.safetensors"
+            mixed = os.path.join(d, "mixed_seed2.json")
+            with open(mixed, "w") as f:
+                json.dump(r, f)
+            with self.assertRaises(SystemExit) as e:
+                confirm_test.main(["--new", tiny, "--new-name", "C", "--shipped-reports",
+                                   os.path.join(logs, "eval_A_3x2_seed1.json"), mixed, *common])
+            self.assertIn("they are of 2 weights files", str(e.exception))
 
     def test_unpaired_reports_pool_their_exact_counts_over_seeds(self):
         """Two seeds' reports (built by evaluate.summarise from real molecules) pool by adding counts: atoms weigh
