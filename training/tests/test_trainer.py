@@ -129,7 +129,6 @@ class TrainingTests(unittest.TestCase):
         # a run without --out-dir writes (and, without --resume, continues) the lineage's file in training/resume/
         out_dir = os.path.realpath(train.build_parser().parse_args([]).out_dir)
         self.assertEqual(out_dir, os.path.realpath(os.path.join(train.HERE, "resume")))
-        self.assertNotEqual(out_dir, os.path.realpath(os.path.join(train.ROOT, "weights")))
 
     def test_learning_rate_warm_up_and_decay(self):
         lr = train.learning_rate
