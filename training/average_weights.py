@@ -32,7 +32,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from digest import tensor_digest  # noqa: E402,F401  (re-exported: the digest of weights files)
+from digest import tensor_digest  # noqa: E402
 from train import git_commit, read_safetensors, write_weights  # noqa: E402
 
 COUNTERS = ("molecules_seen", "epochs", "steps", "cpu_hours", "gpu_minutes", "chunks")

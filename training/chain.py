@@ -31,7 +31,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RECIPE = ["--lr-decay", "--ema-slow", "0.9999", "--t-low-frac", "0.4", "--t-low-min", "150", "--t-low-max", "450",
+SLOW_EMA = "0.9999"  # the trainer names the slow EMA's file after it: <name>.ema0.9999.safetensors
+RECIPE = ["--lr-decay", "--ema-slow", SLOW_EMA, "--t-low-frac", "0.4", "--t-low-min", "150", "--t-low-max", "450",
           "--threads", "2"]
 # what the chain sets for each chunk; the same flags after -- would override it
 RESERVED = {"--minutes", "--lr", "--seed", "--resume", "--out-dir", "--name", "--ckpt", "--ema-slow",
@@ -101,7 +102,7 @@ def chunk_commands(n, lr, minutes, resume, runs, extra, python=sys.executable):
     ckpt = os.path.join(out_dir, f"ft{n}.pt")
     cmd = [python, os.path.join(HERE, "train.py"), *RECIPE, "--resume", resume, "--minutes", f"{minutes:g}",
            "--lr", f"{lr:g}", "--seed", str(n), "--out-dir", out_dir, "--name", name, "--ckpt", ckpt, *extra]
-    return cmd, weights, weights.replace(".safetensors", ".ema0.9999.safetensors"), ckpt
+    return cmd, weights, weights.replace(".safetensors", f".ema{SLOW_EMA}.safetensors"), ckpt
 
 
 def validate_command(weights, extra, python=sys.executable):
@@ -199,7 +200,7 @@ def main(argv=None):
         with open(log) as f:
             print(f"  {f.readline().strip()}", flush=True)  # what the trainer took: the checkpoint or fresh
         print(f"  {last_line(log, 'done:')}", flush=True)
-        for path, suffix in ((weights, ""), (slow, "_ema0.9999")):
+        for path, suffix in ((weights, ""), (slow, f"_ema{SLOW_EMA}")):
             if os.path.exists(path):
                 vlog = os.path.join(args.logs, f"validate_ft{n}{suffix}_f32.log")
                 if run(validate_command(path, args.extra), vlog) != 0:

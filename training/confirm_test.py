@@ -16,14 +16,11 @@ steps. The verdict (PASS or FAIL, with why) is printed and written with the pool
 candidate other than the registered one; `--dry-run` prints the evaluate.py commands left to run.
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
-import time
 
-from digest import tensor_digest
-from paired_test import HERE, ROOT, Layout, check_report, parse_seeds, seed_label
+from paired_test import (add_run_arguments, check_existing, check_report, evaluate_command, load_reports, prepare,
+                         run_evaluations, seed_label, write_result)
 from pool_reports import pool, row
 
 MIN_VALIDITY, MIN_ATOM_STABILITY = 0.80, 0.95
@@ -32,12 +29,11 @@ MIN_VALIDITY, MIN_ATOM_STABILITY = 0.80, 0.95
 def same_protocol(new, shipped):
     """Raise ValueError unless `new` and `shipped` (pool_reports groups, or a plan with seeds, steps and
     counts.asked) cover the same seeds, steps and number of molecules."""
-    for key, same in (("seeds", sorted(new["seeds"]) == sorted(shipped["seeds"])),
-                      ("steps", new["steps"] == shipped["steps"]),
-                      ("molecules", new["counts"]["asked"] == shipped["counts"]["asked"])):
-        if not same:
-            have = (lambda g: g["counts"]["asked"]) if key == "molecules" else (lambda g: g[key])
-            raise ValueError(f"the shipped reports have {key} {have(shipped)}, the candidate's {have(new)}: "
+    for key, theirs, ours in (("seeds", sorted(shipped["seeds"]), sorted(new["seeds"])),
+                              ("steps", shipped["steps"], new["steps"]),
+                              ("molecules", shipped["counts"]["asked"], new["counts"]["asked"])):
+        if theirs != ours:
+            raise ValueError(f"the shipped reports have {key} {theirs}, the candidate's {ours}: "
                              "a confirmation compares the same protocol")
 
 
@@ -56,17 +52,6 @@ def judge(new, shipped):
         why + ("" if ok else " [not met]") for ok, why in checks)
 
 
-def load(paths):
-    out = []
-    for path in paths:
-        try:
-            with open(path) as f:
-                out.append((path, json.load(f)))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: cannot read it as a JSON report ({e})") from None
-    return out
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--new", required=True, help="the candidate weights (it passed the paired test)")
@@ -74,73 +59,37 @@ def main(argv=None):
     ap.add_argument("--shipped-reports", nargs="+", required=True,
                     help="the shipped file's evaluate.py reports of the same protocol, e.g. its seeds 1 and 2")
     ap.add_argument("--seeds", default="1-2", help="seeds (default 1-2)")
-    ap.add_argument("--n", type=int, default=1000, help="molecules per seed (default 1000)")
-    ap.add_argument("--steps", type=int, default=1000, help="denoising steps (default 1000)")
-    ap.add_argument("--threads", type=int, default=2, help="sampler threads (default 2)")
-    ap.add_argument("--expect-new-digest", default=None, metavar="HEX",
-                    help="refuse to start unless the candidate's tensor digest begins with this")
-    ap.add_argument("--logs", default=os.path.join(HERE, "logs"), help="where the reports go")
-    ap.add_argument("--samples", default=os.path.join(HERE, "runs", "eval"), help="where samples and logs go")
-    ap.add_argument("--binary", default=None, help="passed on to evaluate.py (default: its own default)")
-    ap.add_argument("--dry-run", action="store_true", help="print the commands still to run and stop")
+    add_run_arguments(ap, steps=1000)
     args = ap.parse_args(argv)
-    if args.n < 1 or args.steps < 1:
-        ap.error("--n and --steps must be at least 1")
-    if not os.path.exists(args.new):
-        ap.error(f"{args.new}: no such weights file")
+    seeds, layout, digest = prepare(ap, args, (args.new,))
     try:
-        seeds = parse_seeds(args.seeds)
-        shipped = pool(load(args.shipped_reports), one=True)[0]
+        shipped = pool(load_reports(args.shipped_reports), one=True)[0]
         if len(shipped["weights_seen"]) != 1:
             raise ValueError(f"--shipped-reports: they are of {len(shipped['weights_seen'])} weights files "
                              f"({', '.join(map(str, shipped['weights_seen']))}); the shipped file's count comes from "
                              "its own reports alone")
-        digest = tensor_digest(args.new)
-        if args.expect_new_digest and not digest.startswith(args.expect_new_digest.lower()):
-            raise ValueError(f"{args.new}: tensor digest {digest[:12]}…, not the registered "
-                             f"{args.expect_new_digest}…")
+        # the protocol must match the shipped reports before anything is sampled
+        same_protocol({"seeds": seeds, "steps": args.steps, "counts": {"asked": args.n * len(seeds)}}, shipped)
+        todo = []
+        for s in seeds:
+            if os.path.exists(layout.report(args.new_name, s)):  # reused only when it was sampled from this file
+                check_existing(layout.report(args.new_name, s), digest, args.new)
+            else:
+                todo.append((f"seed {s}", layout.report(args.new_name, s),
+                             evaluate_command(layout, args.new, args.new_name, s, args.threads, args.binary),
+                             layout.log(args.new_name, s)))
     except ValueError as e:
         sys.exit(str(e))
-    # the protocol must match the shipped reports before anything is sampled
-    planned = {"seeds": seeds, "steps": args.steps, "counts": {"asked": args.n * len(seeds)}}
-    try:
-        same_protocol(planned, shipped)
-    except ValueError as e:
-        sys.exit(str(e))
-    new, logs, samples = (os.path.abspath(p) for p in (args.new, args.logs, args.samples))
-    os.makedirs(logs, exist_ok=True)
-    os.makedirs(samples, exist_ok=True)
-    layout = Layout(logs, samples, args.n, args.steps)
-    todo = []
-    for s in seeds:
-        if os.path.exists(layout.report(args.new_name, s)):
-            try:  # reused only when it was sampled from this file
-                check_report(layout.report(args.new_name, s), digest, new)
-            except ValueError as e:
-                sys.exit(str(e))
-        else:
-            todo.append((s, [sys.executable, os.path.join(HERE, "evaluate.py"), "--weights", new, "--n", str(args.n),
-                             "--steps", str(args.steps), "--seed", str(s), "--threads", str(args.threads),
-                             "--keep", layout.xyz(args.new_name, s), "--json", layout.report(args.new_name, s)]
-                         + (["--binary", os.path.abspath(args.binary)] if args.binary else [])))
     if args.dry_run:
-        for _, cmd in todo:
+        for _, _, cmd, _ in todo:
             print(" ".join(cmd))
         return 0
-    for i, (s, cmd) in enumerate(todo):
-        log = layout.log(args.new_name, s)
-        print(f"[{time.strftime('%H:%M:%S')}] {i + 1}/{len(todo)}: seed {s} -> {layout.report(args.new_name, s)}",
-              flush=True)
-        t0 = time.time()
-        with open(log, "w") as fh:
-            rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
-        if rc != 0 or not os.path.exists(layout.report(args.new_name, s)):
-            sys.exit(f"seed {s}: evaluate.py failed (exit {rc}); see {log}")
-        print(f"  {time.time() - t0:.1f} s", flush=True)
+    run_evaluations(todo)
     try:
-        for s in seeds:
-            check_report(layout.report(args.new_name, s), digest, new)
-        group = pool(load([layout.report(args.new_name, s) for s in seeds]), one=True)[0]
+        reports = load_reports([layout.report(args.new_name, s) for s in seeds])
+        for path, r in reports:
+            check_report(path, r, digest, args.new)
+        group = pool(reports, one=True)[0]
         group["tensor_digest"] = digest
         group["verdict"], why = judge(group, shipped)
     except ValueError as e:
@@ -148,10 +97,8 @@ def main(argv=None):
     group["shipped"] = {"files": shipped["files"], "counts": shipped["counts"]}
     print(row(group))
     print(f"confirmation: {group['verdict']} ({why})")
-    out = os.path.join(logs, f"pooled_{args.new_name}_{args.n}x{args.steps}_{seed_label(seeds)}.json")
-    with open(out, "w") as f:
-        json.dump(group, f, indent=1)
-    print(f"wrote {out}")
+    write_result(os.path.join(args.logs, f"pooled_{args.new_name}_{args.n}x{args.steps}_{seed_label(seeds)}.json"),
+                 group)
     return 0
 
 

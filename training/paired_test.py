@@ -86,14 +86,22 @@ class Layout:
         return os.path.join(self.samples, self.stem(name, seed) + ".log")
 
 
-def check_report(path, digest, weights, paired_with=None):
-    """Raise ValueError unless the evaluate.py report at `path` was sampled from weights with tensor digest `digest`
-    (the file `weights`) and, where `paired_with` is given, compared with the samples at that path."""
-    try:
-        with open(path) as f:
-            r = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read it as a JSON report ({e})") from None
+def load_reports(paths):
+    """[(path, parsed JSON)] of evaluate.py reports; ValueError naming one that cannot be read."""
+    out = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                out.append((path, json.load(f)))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read it as a JSON report ({e})") from None
+    return out
+
+
+def check_report(path, r, digest, weights, paired_with=None):
+    """Raise ValueError unless the evaluate.py report `r` (read from `path`) was sampled from weights with tensor
+    digest `digest` (the file `weights`) and, where `paired_with` is given, compared with the samples at that
+    path."""
     got = r.get("tensor_digest")
     if got is None:
         raise ValueError(f"{path}: it records no tensor digest (written before session 46, or from --samples), so "
@@ -108,36 +116,104 @@ def check_report(path, digest, weights, paired_with=None):
             raise ValueError(f"{path}: compared with {other}, not with {paired_with}")
 
 
-def plan(layout, new, new_name, old, old_name, seeds, threads, digests, python=sys.executable):
+def check_existing(path, digest, weights, paired_with=None):
+    """check_report on the report already at `path`."""
+    check_report(*load_reports([path])[0], digest, weights, paired_with)
+
+
+def evaluate_command(layout, weights, name, seed, threads, binary=None, paired=None, python=sys.executable):
+    """The evaluate.py command that samples `weights` on `seed` into `name`'s samples and report (paired with the
+    samples at `paired`, where given)."""
+    return ([python, os.path.join(HERE, "evaluate.py"), "--weights", weights, "--n", str(layout.n),
+             "--steps", str(layout.steps), "--seed", str(seed), "--threads", str(threads),
+             "--keep", layout.xyz(name, seed)]
+            + (["--paired", paired] if paired else [])
+            + ["--json", layout.report(name, seed)]
+            + (["--binary", os.path.abspath(binary)] if binary else []))
+
+
+def run_evaluations(runs):
+    """Run each (what, report, command, log) in turn, its output into its log; exit naming the first that fails
+    or writes no report."""
+    for i, (what, report, cmd, log) in enumerate(runs):
+        print(f"[{time.strftime('%H:%M:%S')}] {i + 1}/{len(runs)}: {what} -> {report}", flush=True)
+        t0 = time.time()
+        with open(log, "w") as fh:
+            rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+        if rc != 0 or not os.path.exists(report):
+            sys.exit(f"{what}: evaluate.py failed (exit {rc}); see {log}")
+        print(f"  {time.time() - t0:.1f} s", flush=True)
+
+
+def add_run_arguments(ap, steps):
+    """The flags both runners share: protocol, registered digest, where files go, the sampler, --dry-run."""
+    ap.add_argument("--n", type=int, default=1000, help="molecules per seed (and side) (default 1000)")
+    ap.add_argument("--steps", type=int, default=steps, help=f"denoising steps (default {steps})")
+    ap.add_argument("--threads", type=int, default=2, help="sampler threads (default 2)")
+    ap.add_argument("--expect-new-digest", default=None, metavar="HEX",
+                    help="refuse to start unless the candidate's tensor digest begins with this")
+    ap.add_argument("--logs", default=os.path.join(HERE, "logs"), help="where the reports go")
+    ap.add_argument("--samples", default=os.path.join(HERE, "runs", "eval"), help="where samples and logs go")
+    ap.add_argument("--binary", default=None, help="passed on to evaluate.py (default: its own default)")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands still to run and stop")
+
+
+def prepare(ap, args, weights):
+    """Check the shared flags and the weights files, make every path absolute (evaluate.py runs from the
+    repository root), create the folders and return (seeds, Layout, the candidate's digest); ValueErrors exit."""
+    if args.n < 1 or args.steps < 1:
+        ap.error("--n and --steps must be at least 1")
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as e:
+        ap.error(str(e))
+    for path in weights:
+        if not os.path.exists(path):
+            ap.error(f"{path}: no such weights file")
+    args.new, args.logs, args.samples = (os.path.abspath(p) for p in (args.new, args.logs, args.samples))
+    os.makedirs(args.logs, exist_ok=True)
+    os.makedirs(args.samples, exist_ok=True)
+    try:
+        digest = tensor_digest(args.new)
+    except ValueError as e:
+        sys.exit(str(e))
+    if args.expect_new_digest and not digest.startswith(args.expect_new_digest.lower()):
+        sys.exit(f"{args.new}: tensor digest {digest[:12]}…, not the registered {args.expect_new_digest}…")
+    return seeds, Layout(args.logs, args.samples, args.n, args.steps), digest
+
+
+def write_result(path, res):
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"wrote {path}")
+
+
+def plan(layout, new, new_name, old, old_name, seeds, threads, digests, binary=None):
     """The (seed, side, report path, evaluate.py command) still to run, in order: on each seed the old side, then
     the new side paired with the old side's samples. A side whose report exists is done, once check_report finds
     it is of that side's file (`digests`: {"new": ..., "old": ...}); otherwise ValueError. A new side whose old
     samples are gone while its own report is missing cannot be paired, so that raises ValueError too."""
-    evaluate = os.path.join(HERE, "evaluate.py")
     todo = []
     for s in seeds:
-        common = ["--n", str(layout.n), "--steps", str(layout.steps), "--seed", str(s), "--threads", str(threads)]
         old_xyz = layout.xyz(old_name, s)
         old_pending = not os.path.exists(layout.report(old_name, s))
         if old_pending:
             todo.append((s, "old", layout.report(old_name, s),
-                         [python, evaluate, "--weights", old, *common, "--keep", old_xyz,
-                          "--json", layout.report(old_name, s)]))
+                         evaluate_command(layout, old, old_name, s, threads, binary)))
         else:
-            check_report(layout.report(old_name, s), digests["old"], old)
+            check_existing(layout.report(old_name, s), digests["old"], old)
         if os.path.exists(layout.report(new_name, s)):
             if old_pending:
                 raise ValueError(f"{layout.report(new_name, s)} exists but the old side's report of seed {s} does "
                                  "not: it was paired with samples that are not this test's; move it away")
-            check_report(layout.report(new_name, s), digests["new"], new, paired_with=old_xyz)
+            check_existing(layout.report(new_name, s), digests["new"], new, paired_with=old_xyz)
         else:
             if not old_pending and not os.path.exists(old_xyz):
                 raise ValueError(f"seed {s}: {layout.report(old_name, s)} exists but its samples {old_xyz} are "
                                  "gone, so the new side cannot be paired with them; delete that report to resample "
                                  "the old side")
             todo.append((s, "new", layout.report(new_name, s),
-                         [python, evaluate, "--weights", new, *common, "--keep", layout.xyz(new_name, s),
-                          "--paired", old_xyz, "--json", layout.report(new_name, s)]))
+                         evaluate_command(layout, new, new_name, s, threads, binary, paired=old_xyz)))
     return todo
 
 
@@ -149,69 +225,32 @@ def main(argv=None):
                     help="the weights to beat (default: the shipped file)")
     ap.add_argument("--old-name", required=True, help="the old side's name in file names, e.g. shipped343avg")
     ap.add_argument("--seeds", required=True, help="seeds to run, e.g. 130-145 (fresh ones: never used in a test)")
-    ap.add_argument("--n", type=int, default=1000, help="molecules per seed and side (default 1000)")
-    ap.add_argument("--steps", type=int, default=100, help="denoising steps (default 100)")
-    ap.add_argument("--threads", type=int, default=2, help="sampler threads (default 2)")
     ap.add_argument("--metric", choices=METRICS, default="molecule_stability",
                     help="the pre-registered metric that must improve at p < 0.05 (default: molecule_stability)")
-    ap.add_argument("--expect-new-digest", default=None, metavar="HEX",
-                    help="refuse to start unless the new file's tensor digest begins with this")
-    ap.add_argument("--logs", default=os.path.join(HERE, "logs"), help="where the reports go")
-    ap.add_argument("--samples", default=os.path.join(HERE, "runs", "eval"), help="where samples and logs go")
-    ap.add_argument("--binary", default=None, help="passed on to evaluate.py (default: its own default)")
-    ap.add_argument("--dry-run", action="store_true", help="print the commands still to run and stop")
+    add_run_arguments(ap, steps=100)
     args = ap.parse_args(argv)
     if args.new_name == args.old_name:
         ap.error(f"--new-name and --old-name are both {args.new_name!r}: the two sides would share files")
-    if args.n < 1 or args.steps < 1:
-        ap.error("--n and --steps must be at least 1")
+    seeds, layout, new_digest = prepare(ap, args, (args.new, args.old))
+    args.old = os.path.abspath(args.old)
     try:
-        seeds = parse_seeds(args.seeds)
-    except ValueError as e:
-        ap.error(str(e))
-    for path in (args.new, args.old):
-        if not os.path.exists(path):
-            ap.error(f"{path}: no such weights file")
-    # evaluate.py runs from the repository root: paths given from elsewhere must still point at the same files
-    args.new, args.old, args.logs, args.samples = (os.path.abspath(p) for p in (args.new, args.old, args.logs,
-                                                                                 args.samples))
-    label = f"{args.new_name}_vs_{args.old_name}_{seed_label(seeds)}"
-    os.makedirs(args.logs, exist_ok=True)
-    os.makedirs(args.samples, exist_ok=True)
-    try:
-        digests = {"new": tensor_digest(args.new), "old": tensor_digest(args.old)}
-        if args.expect_new_digest and not digests["new"].startswith(args.expect_new_digest.lower()):
-            raise ValueError(f"{args.new}: tensor digest {digests['new'][:12]}…, not the registered "
-                             f"{args.expect_new_digest}…")
-        layout = Layout(args.logs, args.samples, args.n, args.steps)
-        todo = plan(layout, args.new, args.new_name, args.old, args.old_name, seeds, args.threads, digests)
+        digests = {"new": new_digest, "old": tensor_digest(args.old)}
+        todo = plan(layout, args.new, args.new_name, args.old, args.old_name, seeds, args.threads, digests,
+                    args.binary)
     except ValueError as e:
         sys.exit(str(e))
     if args.dry_run:
         for _, _, _, cmd in todo:
             print(" ".join(cmd))
         return 0
-    extra = ["--binary", os.path.abspath(args.binary)] if args.binary else []
-    for i, (seed, side, report, cmd) in enumerate(todo):
-        log = layout.log(args.new_name if side == "new" else args.old_name, seed)
-        print(f"[{time.strftime('%H:%M:%S')}] {i + 1}/{len(todo)}: seed {seed}, {side} side -> {report}",
-              flush=True)
-        t0 = time.time()
-        with open(log, "w") as fh:
-            rc = subprocess.call(cmd + extra, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
-        if rc != 0 or not os.path.exists(report):
-            sys.exit(f"seed {seed}, {side} side: evaluate.py failed (exit {rc}); see {log}")
-        print(f"  {time.time() - t0:.1f} s", flush=True)
-    reports = []
-    for s in seeds:
-        path = layout.report(args.new_name, s)
-        with open(path) as f:
-            reports.append((path, json.load(f)))
+    run_evaluations([(f"seed {seed}, {side} side", report, cmd,
+                      layout.log(args.new_name if side == "new" else args.old_name, seed))
+                     for seed, side, report, cmd in todo])
     try:
-        for s in seeds:  # what was sampled while this ran is checked like what was there before
-            check_report(layout.report(args.old_name, s), digests["old"], args.old)
-            check_report(layout.report(args.new_name, s), digests["new"], args.new,
-                         paired_with=layout.xyz(args.old_name, s))
+        reports = load_reports([layout.report(args.new_name, s) for s in seeds])
+        for s, (path, r) in zip(seeds, reports):  # what was sampled while this ran is checked like the rest
+            check_existing(layout.report(args.old_name, s), digests["old"], args.old)
+            check_report(path, r, digests["new"], args.new, paired_with=layout.xyz(args.old_name, s))
         res = pool(reports)
     except ValueError as e:
         sys.exit(str(e))
@@ -223,10 +262,9 @@ def main(argv=None):
         print(f"{m}: new {100 * r['these'] / n:.1f} % against old {100 * r['other'] / n:.1f} %; only new "
               f"{r['only_these']}, only old {r['only_other']}, exact McNemar p = {r['mcnemar_p']:.3g}")
     print(f"ship rule on {args.metric}: {res['verdict']} ({why})")
-    out = os.path.join(args.logs, f"pooled_{label}{'' if args.metric == 'molecule_stability' else '_validity'}.json")
-    with open(out, "w") as f:
-        json.dump(res, f, indent=1)
-    print(f"wrote {out}")
+    suffix = "" if args.metric == "molecule_stability" else "_validity"
+    write_result(os.path.join(args.logs, f"pooled_{args.new_name}_vs_{args.old_name}_{seed_label(seeds)}{suffix}.json"),
+                 res)
     return 0
 
 
